@@ -1,0 +1,1 @@
+"""The ``onnxslice`` command line: a thin click layer over the onnxslice library."""

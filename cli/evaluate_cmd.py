@@ -1,0 +1,48 @@
+"""`onnxslice evaluate`: accuracy, size, cost and latency of a model on labelled data."""
+
+from __future__ import annotations
+
+import click
+from onnxslice_cli.common import (
+    data_options,
+    device_option,
+    emit,
+    json_option,
+    model_argument,
+    open_data,
+    reports_errors,
+)
+
+from onnxslice.evaluate import evaluate as evaluate_model
+from onnxslice.graph import load_model
+
+
+@click.command()
+@model_argument
+@click.option("--data", "data_spec", required=True, metavar="DATA",
+              help="A .npz with x and y, an image folder, or digits / digits:train / digits:test; "
+                   "optionally :CLASSES such as :0-4.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@device_option
+@data_options
+@json_option
+@reports_errors
+def evaluate(model: str, data_spec: str, batch_size: int, device: str, as_json: bool, **image: object) -> None:
+    """Accuracy overall and per class, parameters, MACs and latency of MODEL on DATA."""
+    onnx_model = load_model(model)
+    data = open_data(data_spec, image)
+    result = {"model": model, **evaluate_model(onnx_model, data, device, batch_size)}
+    emit(result, as_json, format_evaluation)
+
+
+def format_evaluation(result: dict) -> str:
+    per_class = "  ".join(f"{c}:{acc:.3f}" for c, acc in result["per_class"].items())
+    return "\n".join([
+        f"model       {result['model']}",
+        f"data        {result['data']} ({result['samples']} samples)",
+        f"accuracy    {result['accuracy']:.4f}",
+        f"per class   {per_class}",
+        f"params      {result['params']:,}",
+        f"MACs        {result['macs']:,} per sample",
+        f"latency     {result['latency_ms']:.3f} ms per batch of {result['latency_batch']}",
+    ])

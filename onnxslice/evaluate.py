@@ -1,0 +1,42 @@
+"""Accuracy of a classifier on labelled data, with its size, cost and latency."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from onnxslice.data import DataSource
+from onnxslice.runtime import Runner
+from onnxslice.stats import count_macs, count_params, measure_latency
+
+
+def accuracy(model: onnx.ModelProto, data: DataSource, device: str = "auto", batch_size: int = 256) -> dict:
+    """Overall and per-class accuracy (class label -> fraction correct) of the model on ``data``."""
+    runner = Runner.create(model, device)
+    data = runner.prepare(data)
+    correct = np.zeros(runner.num_classes, np.int64)
+    total = np.zeros(runner.num_classes, np.int64)
+    for scores, labels in runner.scores(data, batch_size):
+        hits = scores.argmax(axis=1) == labels
+        np.add.at(total, labels, 1)
+        np.add.at(correct, labels, hits.astype(np.int64))
+    present = np.flatnonzero(total)
+    return {
+        "accuracy": float(correct.sum() / max(total.sum(), 1)),
+        "per_class": {str(c): float(correct[c] / total[c]) for c in present},
+        "samples": int(total.sum()),
+    }
+
+
+def evaluate(model: onnx.ModelProto, data: DataSource, device: str = "auto", batch_size: int = 256,
+             latency_batch: int = 32) -> dict:
+    """Accuracy plus parameters, MACs per sample and mean latency per batch of ``latency_batch``."""
+    result = accuracy(model, data, device, batch_size)
+    result.update(
+        params=count_params(model),
+        macs=count_macs(model),
+        latency_ms=measure_latency(model, latency_batch, device=device),
+        latency_batch=latency_batch,
+        data=data.name,
+    )
+    return result

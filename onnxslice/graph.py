@@ -1,0 +1,242 @@
+"""Load an ONNX model into one canonical form and find its neuron layers.
+
+Every later stage works on the canonical form: unique node names (the exporter's names are kept),
+no Identity nodes, constants folded, shapes inferred. A *neuron layer* is a Conv, Gemm or MatMul with
+a constant weight; its neurons are output channels / features, and the tensor observed for it is the
+output of its element-wise tail (bias, normalisation, activation function).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from google.protobuf.message import DecodeError
+
+from onnxslice.errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: Element-wise ops that may follow a neuron layer and keep one value per neuron.
+ACTIVATIONS = {
+    "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Clip", "Elu", "Selu", "Celu", "HardSigmoid",
+    "HardSwish", "Softplus", "Softsign", "Gelu", "Mish", "ThresholdedRelu",
+}
+#: Element-wise binary ops whose constant operand may be a per-neuron vector (bias, split BatchNorm).
+AFFINE_OPS = {"Add", "Sub", "Mul", "Div"}
+
+
+@dataclass(frozen=True)
+class NeuronLayer:
+    """A node that produces neurons, and the tensor observed for them."""
+
+    name: str  #: ONNX node name of the Conv / Gemm / MatMul
+    op_type: str
+    size: int  #: number of neurons (output channels or features)
+    weight: str  #: name of the constant weight
+    output: str  #: the observed activation: output of the element-wise tail
+    channel_axis: int  #: axis of the neurons in ``output`` (1 for Conv, -1 for dense layers)
+    tail: tuple[str, ...]  #: names of the tail nodes, in order
+    is_output: bool  #: no neuron layer downstream: its neurons are the categories themselves
+
+
+@dataclass(frozen=True)
+class LayerScan:
+    layers: list[NeuronLayer]
+    skipped: dict[str, str]  #: node name -> why it is not a neuron layer
+
+    def by_name(self) -> dict[str, NeuronLayer]:
+        return {layer.name: layer for layer in self.layers}
+
+    @property
+    def hidden(self) -> list[NeuronLayer]:
+        """The layers whose neurons can be sliced (all but the classifier outputs)."""
+        return [layer for layer in self.layers if not layer.is_output]
+
+
+def load_model(path: str | Path) -> onnx.ModelProto:
+    """Read, check and canonicalise an ONNX file; every problem is an InputError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such model file")
+    try:
+        model = onnx.load(str(path), load_external_data=True)
+    except (DecodeError, RuntimeError, ValueError, OSError) as exc:
+        raise InputError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
+    if not model.graph.node:
+        raise InputError(f"{path}: not an ONNX model (no graph nodes)")
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        raise InputError(f"{path}: invalid ONNX model ({_first_line(exc)})") from None
+    try:
+        return canonicalize(model)
+    except Exception as exc:  # noqa: BLE001 - any failure here is a model we cannot read
+        raise InputError(f"{path}: cannot canonicalise the graph ({_first_line(exc)})") from None
+
+
+def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Name every node, drop Identity nodes, fold constants and infer shapes; keeps node names."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    _name_nodes(model.graph)
+    graph = gs.import_onnx(model)
+    _remove_identities(graph)
+    graph.fold_constants(error_ok=True).cleanup().toposort()
+    return onnx.shape_inference.infer_shapes(export_graph(graph, like=model), data_prop=True)
+
+
+def export_graph(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
+    """Export an onnx-graphsurgeon graph with the IR version, opsets and producer of ``like``."""
+    model = gs.export_onnx(graph, do_type_check=False)
+    model.ir_version = like.ir_version
+    del model.opset_import[:]
+    model.opset_import.extend(like.opset_import)
+    model.producer_name = like.producer_name
+    model.producer_version = like.producer_version
+    return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _name_nodes(graph: onnx.GraphProto) -> None:
+    seen: set[str] = set()
+    for index, node in enumerate(graph.node):
+        name = node.name or f"{node.op_type}_{index}"
+        while name in seen:
+            name = f"{name}_{index}"
+        node.name = name
+        seen.add(name)
+
+
+def _remove_identities(graph: gs.Graph) -> None:
+    """Bypass Identity nodes; one that produces a graph output is kept as the output's source."""
+    outputs = set(id(tensor) for tensor in graph.outputs)
+    for node in [n for n in graph.nodes if n.op == "Identity"]:
+        source, result = node.inputs[0], node.outputs[0]
+        if id(result) in outputs:
+            continue
+        for consumer in list(result.outputs):
+            for i, tensor in enumerate(consumer.inputs):
+                if tensor is result:
+                    consumer.inputs[i] = source
+        node.outputs.clear()
+        node.inputs.clear()
+
+
+def constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """All initializers of the main graph as numpy arrays, by name."""
+    return {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
+
+
+def consumers_of(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    users: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for node in model.graph.node:
+        for name in node.input:
+            if name:
+                users[name].append(node)
+    return users
+
+
+def find_neuron_layers(model: onnx.ModelProto) -> LayerScan:
+    """Find the Conv / Gemm / MatMul nodes with constant weights and the tensors observed for them."""
+    constants = constant_values(model)
+    users = consumers_of(model)
+    graph_outputs = {out.name for out in model.graph.output}
+    candidates: list[tuple[onnx.NodeProto, int, str, int]] = []
+    skipped: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul"):
+            continue
+        size_or_reason = _layer_size(node, constants)
+        if isinstance(size_or_reason, str):
+            skipped[node.name] = size_or_reason
+            continue
+        axis = 1 if node.op_type == "Conv" else -1
+        candidates.append((node, size_or_reason, node.input[1], axis))
+
+    layer_nodes = {node.name for node, *_ in candidates}
+    layers = []
+    for node, size, weight, axis in candidates:
+        rank = constants[weight].ndim if node.op_type == "Conv" else 2
+        tail, output = _follow_tail(node, users, constants, size, axis, rank, graph_outputs)
+        downstream = _reaches_layer(output, users, layer_nodes)
+        layers.append(NeuronLayer(node.name, node.op_type, size, weight, output, axis, tuple(tail), not downstream))
+    return LayerScan(layers, skipped)
+
+
+def _layer_size(node: onnx.NodeProto, constants: dict[str, np.ndarray]) -> int | str:
+    if len(node.input) < 2 or node.input[1] not in constants:
+        return "weight is not a constant (computed at run time)"
+    if node.input[0] in constants:
+        return "input is a constant"
+    weight = constants[node.input[1]]
+    if node.op_type == "Conv":
+        return int(weight.shape[0])
+    if weight.ndim != 2:
+        return f"weight has rank {weight.ndim}, expected 2"
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return int(weight.shape[0] if trans_b else weight.shape[1])
+    return int(weight.shape[1])
+
+
+def _is_per_neuron(value: np.ndarray, size: int, axis: int, rank: int) -> bool:
+    """A constant that broadcasts along the neuron axis only (a bias or a scale)."""
+    if value.size == 1:
+        return True
+    if value.size != size:
+        return False
+    position = axis if axis < 0 else axis - (rank - value.ndim)
+    return -value.ndim <= position < value.ndim and value.shape[position] == size
+
+
+def _follow_tail(
+    node: onnx.NodeProto,
+    users: dict[str, list[onnx.NodeProto]],
+    constants: dict[str, np.ndarray],
+    size: int,
+    axis: int,
+    rank: int,
+    graph_outputs: set[str],
+) -> tuple[list[str], str]:
+    tail: list[str] = []
+    output = node.output[0]
+    while output not in graph_outputs and len(users.get(output, [])) == 1:
+        nxt = users[output][0]
+        if nxt.op_type in ACTIVATIONS or nxt.op_type == "BatchNormalization":
+            if nxt.input[0] != output:
+                break
+        elif nxt.op_type in AFFINE_OPS:
+            other = [name for name in nxt.input if name != output]
+            if len(other) != 1 or other[0] not in constants:
+                break
+            if not _is_per_neuron(constants[other[0]], size, axis, rank):
+                break
+            if nxt.op_type in ("Sub", "Div") and nxt.input[0] != output:
+                break
+        else:
+            break
+        tail.append(nxt.name)
+        output = nxt.output[0]
+    return tail, output
+
+
+def _reaches_layer(tensor: str, users: dict[str, list[onnx.NodeProto]], layer_nodes: set[str]) -> bool:
+    stack, seen = [tensor], {tensor}
+    while stack:
+        for consumer in users.get(stack.pop(), []):
+            if consumer.name in layer_nodes:
+                return True
+            for out in consumer.output:
+                if out not in seen:
+                    seen.add(out)
+                    stack.append(out)
+    return False

@@ -1,0 +1,110 @@
+"""Run ONNX models with onnxruntime: provider choice, the class-score output, batched inference.
+
+The execution provider is chosen automatically: CUDA when onnxruntime-gpu is installed and a GPU
+answers, else the CPU. ``device="cpu"`` or ``"cuda"`` forces one (``cuda`` without a GPU is an error).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from onnxslice.data import DataSource
+from onnxslice.errors import InputError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def providers_for(device: str = "auto") -> list[str]:
+    available = ort.get_available_providers()
+    has_cuda = "CUDAExecutionProvider" in available
+    if device == "cpu" or (device == "auto" and not has_cuda):
+        return ["CPUExecutionProvider"]
+    if device in ("auto", "cuda"):
+        if not has_cuda:
+            raise InputError("--device cuda: onnxruntime has no CUDA provider here (install onnxruntime-gpu "
+                             "in place of onnxruntime, see README)")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise InputError(f"--device {device}: expected one of {', '.join(DEVICES)}")
+
+
+def make_session(model: onnx.ModelProto, device: str = "auto", threads: int | None = None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=providers_for(device))
+    except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError) as exc:  # type: ignore[attr-defined]
+        first = str(exc).strip().splitlines()[0][:300]
+        raise InputError(f"onnxruntime cannot load the model: {first}") from None
+
+
+def input_shape(model: onnx.ModelProto) -> list[int | str]:
+    """Shape of the single data input: ints where fixed, the symbolic name (or '?') where dynamic."""
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise InputError(f"model has {len(inputs)} data inputs; onnxslice handles classifiers with one input")
+    dims = inputs[0].type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+
+
+def input_name(model: onnx.ModelProto) -> str:
+    initializers = {init.name for init in model.graph.initializer}
+    return next(i.name for i in model.graph.input if i.name not in initializers)
+
+
+def scores_output(model: onnx.ModelProto) -> tuple[str, int]:
+    """The output holding per-class scores (logits or probabilities): the first float tensor of rank 2.
+
+    Exporters such as skl2onnx add a label output beside the probabilities; those are skipped.
+    Returns the output name and the number of classes.
+    """
+    for out in model.graph.output:
+        tensor = out.type.tensor_type
+        if not out.type.HasField("tensor_type") or tensor.elem_type not in (onnx.TensorProto.FLOAT,
+                                                                          onnx.TensorProto.DOUBLE,
+                                                                          onnx.TensorProto.FLOAT16):
+            continue
+        dims = tensor.shape.dim
+        if len(dims) == 2 and dims[1].HasField("dim_value"):
+            return out.name, int(dims[1].dim_value)
+    raise InputError("model has no class-score output (a float tensor of shape [N, classes]); "
+                     "for scikit-learn exports use skl2onnx's zipmap=False")
+
+
+@dataclass
+class Runner:
+    """A model ready to run: its session, input name and shape, and the class-score output."""
+
+    model: onnx.ModelProto
+    session: ort.InferenceSession
+    input: str
+    input_shape: list[int | str]
+    output: str
+    num_classes: int
+
+    @classmethod
+    def create(cls, model: onnx.ModelProto, device: str = "auto") -> Runner:
+        output, num_classes = scores_output(model)
+        return cls(model, make_session(model, device), input_name(model), input_shape(model), output, num_classes)
+
+    def prepare(self, data: DataSource) -> DataSource:
+        """Check that the data fits this model: sample shape and labels the model can output."""
+        data = data.shaped_for(self.input_shape)
+        if len(data) and int(data.labels.max()) >= self.num_classes:
+            raise InputError(f"{data.name}: label {int(data.labels.max())} cannot be output by the model "
+                             f"({self.num_classes} classes)")
+        return data
+
+    def run(self, x: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
+        return self.session.run(outputs or [self.output], {self.input: x.astype(np.float32, copy=False)})
+
+    def scores(self, data: DataSource, batch_size: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for x, y in data.batches(batch_size):
+            yield self.run(x)[0], y

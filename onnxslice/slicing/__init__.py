@@ -1,0 +1,1 @@
+"""Selecting critical neurons: the Slice artifact, CKA statistics and selection strategies."""

@@ -1,0 +1,91 @@
+"""The slice artifact (``slice.json``): which neurons of each layer are critical.
+
+Format ``onnxslice.slice/1``::
+
+    {"format": "onnxslice.slice/1", "model_sha256": "...", "metric": "taylor", "strategy": "semantic",
+     "theta": 0.95, "ratio": null, "centered": true, "step": 1, "data": "digits:train",
+     "layers": {"<node name>": {"size": 512, "kept": [0, 3, ...], "per_category": {"0": [...], ...}}}}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from onnxslice.errors import InputError
+from onnxslice.files import write_atomically
+from onnxslice.graph import LayerScan
+
+FORMAT = "onnxslice.slice/1"
+
+
+@dataclass
+class LayerSlice:
+    size: int
+    kept: list[int]
+    per_category: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass
+class Slice:
+    model_sha256: str
+    layers: dict[str, LayerSlice]
+    metric: str | None = None
+    strategy: str | None = None
+    theta: float | None = None
+    ratio: float | None = None
+    centered: bool = True
+    step: int = 1
+    data: str | None = None
+
+    def kept(self) -> dict[str, list[int]]:
+        """Kept neuron indices by layer name."""
+        return {name: layer.kept for name, layer in self.layers.items()}
+
+    def check_against(self, model_sha256: str, scan: LayerScan, model_path: str | Path) -> None:
+        """Fail with one line when the slice was made for another model or names unknown layers."""
+        if self.model_sha256 != model_sha256:
+            raise InputError(f"{model_path}: the slice was made for another model "
+                             f"(sha256 {self.model_sha256[:12]}…, this file is {model_sha256[:12]}…)")
+        layers = scan.by_name()
+        for name, layer in self.layers.items():
+            if name not in layers:
+                raise InputError(f"slice names layer {name!r}, which is not a neuron layer of {model_path}")
+            if layer.size != layers[name].size:
+                raise InputError(f"slice layer {name!r} has size {layer.size}, the model's has {layers[name].size}")
+
+    def to_json(self) -> dict:
+        return {"format": FORMAT, **asdict(self)}
+
+    def save(self, path: str | Path) -> None:
+        text = json.dumps(self.to_json(), indent=1)
+        write_atomically(path, lambda tmp: tmp.write_text(text + "\n"))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Slice:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: no such slice file")
+        try:
+            raw = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: not a JSON slice file ({exc})") from None
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise InputError(f"{path}: not an onnxslice slice (expected \"format\": \"{FORMAT}\")")
+        try:
+            layers = {name: _layer_from_json(name, value) for name, value in raw["layers"].items()}
+            fields = {k: raw[k] for k in ("metric", "strategy", "theta", "ratio", "centered", "step", "data")
+                      if k in raw}
+            return cls(model_sha256=str(raw["model_sha256"]), layers=layers, **fields)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InputError(f"{path}: malformed slice file ({exc})") from None
+
+
+def _layer_from_json(name: str, value: dict) -> LayerSlice:
+    size = int(value["size"])
+    kept = sorted(int(i) for i in value["kept"])
+    if any(i < 0 or i >= size for i in kept) or len(set(kept)) != len(kept):
+        raise ValueError(f"layer {name!r}: kept indices must be distinct and in [0, {size})")
+    per_category = {str(k): [int(i) for i in v] for k, v in value.get("per_category", {}).items()}
+    return LayerSlice(size, kept, per_category)

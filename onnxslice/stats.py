@@ -1,0 +1,86 @@
+"""Model size and cost: parameters, multiply-accumulates and measured onnxruntime latency."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnx
+
+from onnxslice.graph import constant_values
+from onnxslice.runtime import input_name, input_shape, make_session
+
+FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+
+
+def count_params(model: onnx.ModelProto) -> int:
+    """Number of floating-point constants (weights, biases, normalisation parameters)."""
+    return sum(int(np.prod(init.dims)) for init in model.graph.initializer if init.data_type in FLOAT_TYPES)
+
+
+def fixed_input_shape(model: onnx.ModelProto, batch: int = 1) -> list[int]:
+    """The data input's shape with the batch (and any other dynamic axis) set: batch first, then 1."""
+    shape = input_shape(model)
+    return [batch if i == 0 and not isinstance(d, int) else (d if isinstance(d, int) and d > 0 else 1)
+            for i, d in enumerate(shape)]
+
+
+def count_macs(model: onnx.ModelProto) -> int:
+    """Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul nodes for one sample."""
+    fixed = onnx.ModelProto.FromString(model.SerializeToString())
+    name = input_name(fixed)
+    for inp in fixed.graph.input:
+        if inp.name == name:
+            for dim, value in zip(inp.type.tensor_type.shape.dim, fixed_input_shape(fixed), strict=True):
+                dim.Clear()
+                dim.dim_value = value
+    del fixed.graph.value_info[:]
+    fixed = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
+    shapes = _known_shapes(fixed)
+    constants = constant_values(model)
+    macs = 0
+    for node in fixed.graph.node:
+        out = shapes.get(node.output[0]) if node.output else None
+        if out is None:
+            continue
+        if node.op_type in ("Conv", "ConvTranspose"):
+            weight = constants.get(node.input[1])
+            if weight is None:
+                continue
+            per_output = int(np.prod(weight.shape[1:]))
+            if node.op_type == "ConvTranspose":
+                in_shape = shapes.get(node.input[0])
+                macs += int(np.prod(in_shape)) * int(np.prod(weight.shape[1:])) if in_shape else 0
+            else:
+                macs += int(np.prod(out)) * per_output
+        elif node.op_type in ("Gemm", "MatMul"):
+            a_shape = shapes.get(node.input[0])
+            if a_shape is None:
+                continue
+            trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
+            inner = a_shape[-2] if (node.op_type == "Gemm" and trans_a) else a_shape[-1]
+            macs += int(np.prod(out)) * int(inner)
+    return macs
+
+
+def _known_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    shapes = {}
+    for info in [*model.graph.value_info, *model.graph.output, *model.graph.input]:
+        dims = info.type.tensor_type.shape.dim
+        if all(d.HasField("dim_value") for d in dims):
+            shapes[info.name] = [d.dim_value for d in dims]
+    return shapes
+
+
+def measure_latency(model: onnx.ModelProto, batch: int = 32, repeats: int = 20, device: str = "auto",
+                    warmup: int = 3, threads: int | None = None) -> float:
+    """Mean milliseconds per batch of random inputs through onnxruntime (after warm-up runs)."""
+    session = make_session(model, device, threads)
+    feed = {input_name(model): np.random.default_rng(0).standard_normal(fixed_input_shape(model, batch),
+                                                                       dtype=np.float32)}
+    for _ in range(warmup):
+        session.run(None, feed)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        session.run(None, feed)
+    return (time.perf_counter() - start) / repeats * 1000.0

@@ -1,0 +1,1 @@
+"""Graph edits driven by a slice: masking (zeroing neurons) and restructuring (removing them)."""

@@ -1,0 +1,88 @@
+"""ONNX → PyTorch with onnx2torch, for the stages that need gradients or training.
+
+The canonical graph (see :mod:`onnxslice.graph`) is converted; opsets newer than onnx2torch knows
+are first converted down with onnx's version converter. Each ONNX node becomes one submodule, so
+a neuron layer or a tail node is found by its ONNX node name.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import onnx
+import torch
+from onnx import version_converter
+
+from onnxslice.errors import InputError
+from onnxslice.graph import NeuronLayer, constant_values
+
+#: Newest default-domain opset that onnx2torch 1.5.x converts reliably.
+MAX_TORCH_OPSET = 17
+
+
+def module_name(node: onnx.NodeProto | str) -> str:
+    """The submodule name onnx2torch gives an ONNX node (dots are not allowed in torch names)."""
+    name = node if isinstance(node, str) else node.name
+    return name.replace(".", "/").lstrip("/")
+
+
+@dataclass
+class TorchModel:
+    """A PyTorch module converted from an ONNX model, with lookups by ONNX node name."""
+
+    module: torch.fx.GraphModule
+
+    def submodule(self, node_name: str) -> torch.nn.Module:
+        return self.module.get_submodule(module_name(node_name))
+
+    def activation_module(self, layer: NeuronLayer) -> torch.nn.Module:
+        """The submodule whose output is the layer's observed activation (the end of its tail)."""
+        return self.submodule(layer.tail[-1] if layer.tail else layer.name)
+
+
+def to_torch(model: onnx.ModelProto) -> TorchModel:
+    """Convert a canonical ONNX model; an op onnx2torch cannot convert is an InputError naming it."""
+    from onnx2torch import convert
+
+    model = _without_needless_allowzero(_supported_opset(onnx.ModelProto.FromString(model.SerializeToString())))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = convert(model)
+    except NotImplementedError as exc:
+        raise InputError(f"cannot convert the model to PyTorch (needed for gradients and training): "
+                         f"{_describe(exc, model)}") from None
+    return TorchModel(module.eval())
+
+
+def _supported_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MAX_TORCH_OPSET)
+    if opset <= MAX_TORCH_OPSET:
+        return model
+    try:
+        return version_converter.convert_version(model, MAX_TORCH_OPSET)
+    except Exception as exc:  # noqa: BLE001 - the converter raises many types
+        raise InputError(f"cannot convert opset {opset} down to {MAX_TORCH_OPSET} for onnx2torch: {exc}") from None
+
+
+def _without_needless_allowzero(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop Reshape's ``allowzero=1`` where the constant target shape has no zero (it then means nothing);
+    onnx2torch refuses the attribute."""
+    constants = constant_values(model)
+    for node in model.graph.node:
+        if node.op_type != "Reshape" or node.input[1] not in constants or 0 in constants[node.input[1]]:
+            continue
+        keep = [a for a in node.attribute if not (a.name == "allowzero" and a.i == 1)]
+        del node.attribute[:]
+        node.attribute.extend(keep)
+    return model
+
+
+def _describe(exc: NotImplementedError, model: onnx.ModelProto) -> str:
+    """Name the op (and its first node) that onnx2torch has no converter for."""
+    text = str(exc)
+    for node in model.graph.node:
+        if f"operation_type='{node.op_type}'" in text and f"domain='{node.domain}'" in text:
+            return f"op {node.op_type} (node {node.name!r}) is not supported by onnx2torch"
+    return text.splitlines()[0] if text else "unsupported operation"
