@@ -1,0 +1,31 @@
+# Two commands do all the set-up on a fresh machine (Python 3.11 and pip):
+#   make example   install, then run the main job on the built-in example model and digits data
+#   make test      install, then run ruff and the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+OUT := example-out
+MODEL := models/cnn_digits.onnx
+
+.PHONY: install example test lint
+
+install: $(VENV)/.installed
+
+# torch is pinned to the CUDA-enabled build that lies on these machines' disk (it runs on the CPU);
+# torchvision from the registry needs exactly this pair.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+example: install
+	mkdir -p $(OUT)
+	$(BIN)/onnxslice evaluate $(MODEL) --data digits:test
+
+lint: install
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/pytest -q

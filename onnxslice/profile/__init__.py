@@ -1,0 +1,1 @@
+"""Measuring neurons on data: activations through onnxruntime, contribution metrics, CKA statistics."""

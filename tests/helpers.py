@@ -1,0 +1,47 @@
+"""Shared test helpers: exporting PyTorch modules to ONNX, the example models, small data sets."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+MLP = MODELS / "mlp_digits.onnx"
+CNN = MODELS / "cnn_digits.onnx"
+
+
+def export_onnx(module: torch.nn.Module, sample_shape: tuple[int, ...], path: Path, opset: int = 17) -> Path:
+    """Export ``module`` (eval mode) with the legacy exporter, a dynamic batch, input 'input', output 'logits'."""
+    module = module.eval()
+    example = torch.randn(2, *sample_shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    return path
+
+
+def example_torch_model(name: str) -> torch.nn.Module:
+    """The PyTorch original of models/<name>_digits.onnx (definitions in models/zoo.py, weights in .pt)."""
+    sys.path.insert(0, str(MODELS))
+    try:
+        from zoo import build
+    finally:
+        sys.path.remove(str(MODELS))
+    module = build(name)
+    module.load_state_dict(torch.load(MODELS / f"{name}_digits.pt", weights_only=True))
+    return module.eval()
+
+
+def random_npz(path: Path, sample_shape: tuple[int, ...], classes: int = 10, per_class: int = 4, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(classes), per_class)
+    x = rng.standard_normal((len(y), *sample_shape)).astype(np.float32)
+    np.savez(path, x=x, y=y)
+    return path

@@ -1,0 +1,98 @@
+"""Data sources: built-in digits, .npz files, image folders, class filters and per-class caps.
+
+Oracles: scikit-learn's own digits arrays, the arrays written to the files, and counting by hand.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits as sk_digits
+
+from onnxslice.data import ImageOptions, load_data, parse_class_filter
+from onnxslice.errors import InputError
+
+
+def test_digits_split_is_fixed_stratified_and_complete():
+    train, test, whole = load_data("digits:train"), load_data("digits:test"), load_data("digits")
+    assert len(train) + len(test) == len(whole) == 1797
+    assert train.sample_shape == (1, 8, 8)
+    # stratified: every class in both parts, in proportion within one sample
+    for c in range(10):
+        share = (test.labels == c).sum() / (whole.labels == c).sum()
+        assert abs(share - 0.3) < 0.02
+    # the same split every time
+    np.testing.assert_array_equal(load_data("digits:test").labels, test.labels)
+    x, _ = whole.arrays()
+    np.testing.assert_allclose(x[:, 0], sk_digits().images / 16.0, rtol=1e-6)
+
+
+def test_class_filter_keeps_labels_and_only_those_classes():
+    data = load_data("digits:train:0-4")
+    assert data.classes == [0, 1, 2, 3, 4]
+    assert parse_class_filter("1,3,5-7") == [1, 3, 5, 6, 7]
+    assert load_data("digits:test:2,9").classes == [2, 9]
+
+
+def test_cap_per_class_takes_the_first_samples_of_each_class():
+    data = load_data("digits:test", max_per_class=3)
+    assert len(data) == 30
+    assert all((data.labels == c).sum() == 3 for c in range(10))
+
+
+def test_npz_roundtrip_and_batches(tmp_path):
+    x = np.arange(2 * 5 * 3, dtype=np.float32).reshape(10, 3)
+    y = np.array([0, 1] * 5)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    data = load_data(str(tmp_path / "d.npz"))
+    batches = list(data.batches(4))
+    assert [len(b[0]) for b in batches] == [4, 4, 2]
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), x)
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), y)
+
+
+def test_image_folder_labels_sorted_class_names_and_resize(tmp_path):
+    for name, value in (("b_dog", 200), ("a_cat", 50)):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((6, 4, 3), value + i, np.uint8)).save(tmp_path / name / f"{i}.png")
+    data = load_data(str(tmp_path), ImageOptions(size=(5, 5), mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5]))
+    assert data.classes == [0, 1] and data.sample_shape == (3, 5, 5)
+    x, y = data.arrays()
+    assert list(y) == [0, 0, 0, 1, 1, 1]  # a_cat first
+    np.testing.assert_allclose(x[0, 0, 0, 0], (50 / 255 - 0.5) / 0.5, rtol=1e-5)
+
+
+def test_shaped_for_flattens_digits_for_a_dense_model_and_refuses_other_shapes():
+    data = load_data("digits:test")
+    assert data.shaped_for(["batch", 64]).samples(np.arange(2)).shape == (2, 64)
+    with pytest.raises(InputError, match=r"sample shape \[1, 8, 8\] does not match the model input \[3, 32, 32\]"):
+        data.shaped_for(["batch", 3, 32, 32])
+
+
+@pytest.mark.parametrize(
+    ("make", "spec", "message"),
+    [
+        (None, "no/such/file.npz", "no such data file"),
+        (None, "digitz", "unknown data set"),
+        (None, "digits:test:11-12", r"classes \[11, 12\] not in the data"),
+        ("float_labels", "d.npz", "labels 'y' must be integers"),
+        ("missing_y", "d.npz", "needs arrays 'x' and 'y'"),
+        ("empty_class", "imgs", "class folder has no images"),
+        ("not_npz", "d.txt", "must be a .npz file or a folder"),
+    ],
+)
+def test_bad_data_is_one_clear_error(tmp_path, monkeypatch, make, spec, message):
+    monkeypatch.chdir(tmp_path)
+    if make == "float_labels":
+        np.savez("d.npz", x=np.zeros((2, 3), np.float32), y=np.array([0.5, 1.0]))
+    elif make == "missing_y":
+        np.savez("d.npz", x=np.zeros((2, 3), np.float32))
+    elif make == "empty_class":
+        (tmp_path / "imgs" / "a").mkdir(parents=True)
+    elif make == "not_npz":
+        (tmp_path / "d.txt").write_text("1 2 3")
+    with pytest.raises(InputError, match=message) as info:
+        load_data(spec)
+    assert "\n" not in str(info.value)
