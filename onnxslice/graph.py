@@ -40,7 +40,7 @@ class NeuronLayer:
     size: int  #: number of neurons (output channels or features)
     weight: str  #: name of the constant weight
     output: str  #: the observed activation: output of the element-wise tail
-    channel_axis: int  #: axis of the neurons in ``output`` (1 for Conv, -1 for dense layers)
+    channel_axis: int  #: axis of the neurons in ``output``: 1 for Conv (3 after an NHWC Transpose), -1 for dense
     tail: tuple[str, ...]  #: names of the tail nodes, in order
     is_output: bool  #: no neuron layer downstream: its neurons are the categories themselves
 
@@ -87,7 +87,9 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
     graph = gs.import_onnx(model)
     _remove_identities(graph)
     graph.fold_constants(error_ok=True).cleanup().toposort()
-    return onnx.shape_inference.infer_shapes(export_graph(graph, like=model), data_prop=True)
+    canonical = onnx.shape_inference.infer_shapes(export_graph(graph, like=model), data_prop=True)
+    _explicit_same_padding(canonical)
+    return canonical
 
 
 def export_graph(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
@@ -114,6 +116,39 @@ def _name_nodes(graph: onnx.GraphProto) -> None:
             name = f"{name}_{index}"
         node.name = name
         seen.add(name)
+
+
+def _explicit_same_padding(model: onnx.ModelProto) -> None:
+    """Replace ``auto_pad=SAME_UPPER/SAME_LOWER`` of Conv and pooling by explicit ``pads`` where the input's
+    spatial size is known (JAX and TensorFlow exporters use it; onnx2torch and some runtimes do not)."""
+    shapes = {info.name: info.type.tensor_type.shape.dim for info in [*model.graph.value_info, *model.graph.input]}
+    constants = {init.name: init.dims for init in model.graph.initializer}
+    for node in model.graph.node:
+        attrs = {a.name: a for a in node.attribute}
+        mode = attrs["auto_pad"].s.decode() if "auto_pad" in attrs else "NOTSET"
+        if node.op_type not in ("Conv", "MaxPool", "AveragePool") or mode not in ("SAME_UPPER", "SAME_LOWER"):
+            continue
+        dims = shapes.get(node.input[0])
+        if dims is None or not all(d.HasField("dim_value") for d in list(dims)[2:]):
+            continue
+        spatial = [d.dim_value for d in list(dims)[2:]]
+        if "kernel_shape" in attrs:
+            kernel = list(attrs["kernel_shape"].ints)
+        elif node.op_type == "Conv" and node.input[1] in constants:
+            kernel = list(constants[node.input[1]])[2:]
+        else:
+            continue
+        strides = list(attrs["strides"].ints) if "strides" in attrs else [1] * len(spatial)
+        dilations = list(attrs["dilations"].ints) if "dilations" in attrs else [1] * len(spatial)
+        begins, ends = [], []
+        for size, k, stride, dilation in zip(spatial, kernel, strides, dilations, strict=True):
+            total = max((-(-size // stride) - 1) * stride + (k - 1) * dilation + 1 - size, 0)
+            small, large = total // 2, total - total // 2
+            begins.append(small if mode == "SAME_UPPER" else large)
+            ends.append(large if mode == "SAME_UPPER" else small)
+        keep = [a for a in node.attribute if a.name not in ("auto_pad", "pads")]
+        del node.attribute[:]
+        node.attribute.extend([*keep, onnx.helper.make_attribute("pads", begins + ends)])
 
 
 def _remove_identities(graph: gs.Graph) -> None:
@@ -166,7 +201,7 @@ def find_neuron_layers(model: onnx.ModelProto) -> LayerScan:
     layers = []
     for node, size, weight, axis in candidates:
         rank = constants[weight].ndim if node.op_type == "Conv" else 2
-        tail, output = _follow_tail(node, users, constants, size, axis, rank, graph_outputs)
+        tail, output, axis = _follow_tail(node, users, constants, size, axis, rank, graph_outputs)
         downstream = _reaches_layer(output, users, layer_nodes)
         layers.append(NeuronLayer(node.name, node.op_type, size, weight, output, axis, tuple(tail), not downstream))
     return LayerScan(layers, skipped)
@@ -206,27 +241,40 @@ def _follow_tail(
     axis: int,
     rank: int,
     graph_outputs: set[str],
-) -> tuple[list[str], str]:
-    tail: list[str] = []
+) -> tuple[list[str], str, int]:
+    """Walk the single-consumer chain of element-wise ops after a layer: (tail nodes, output, neuron axis).
+
+    A Transpose with a known permutation (NHWC exporters wrap every Conv in them) moves the neuron axis
+    and is followed through when element-wise ops come after it; a trailing one is not part of the tail.
+    """
+    steps: list[tuple[str, str, int, bool]] = []  # (node, output, axis, is_transpose)
     output = node.output[0]
     while output not in graph_outputs and len(users.get(output, [])) == 1:
         nxt = users[output][0]
-        if nxt.op_type in ACTIVATIONS or nxt.op_type == "BatchNormalization":
-            if nxt.input[0] != output:
-                break
+        if nxt.input[0] != output and nxt.op_type not in ("Add", "Mul"):
+            break
+        if nxt.op_type in ACTIVATIONS or (nxt.op_type == "BatchNormalization" and axis == 1):
+            pass
         elif nxt.op_type in AFFINE_OPS:
             other = [name for name in nxt.input if name != output]
             if len(other) != 1 or other[0] not in constants:
                 break
             if not _is_per_neuron(constants[other[0]], size, axis, rank):
                 break
-            if nxt.op_type in ("Sub", "Div") and nxt.input[0] != output:
+        elif nxt.op_type == "Transpose" and axis >= 0:
+            perm = next((list(a.ints) for a in nxt.attribute if a.name == "perm"), None)
+            if perm is None or len(perm) != rank:
                 break
+            axis = perm.index(axis)
         else:
             break
-        tail.append(nxt.name)
         output = nxt.output[0]
-    return tail, output
+        steps.append((nxt.name, output, axis, nxt.op_type == "Transpose"))
+    while steps and steps[-1][3]:
+        steps.pop()
+    if not steps:
+        return [], node.output[0], 1 if node.op_type == "Conv" else -1
+    return [name for name, *_ in steps], steps[-1][1], steps[-1][2]
 
 
 def _reaches_layer(tensor: str, users: dict[str, list[onnx.NodeProto]], layer_nodes: set[str]) -> bool:
