@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import click
+
+from onnxslice.evaluate import evaluate as evaluate_model
+from onnxslice.graph import load_model
 from onnxslice_cli.common import (
     data_options,
     device_option,
@@ -12,9 +15,6 @@ from onnxslice_cli.common import (
     open_data,
     reports_errors,
 )
-
-from onnxslice.evaluate import evaluate as evaluate_model
-from onnxslice.graph import load_model
 
 
 @click.command()

@@ -6,6 +6,8 @@ import logging
 import os
 
 import click
+
+from onnxslice import __version__
 from onnxslice_cli.compress_cmd import compress
 from onnxslice_cli.evaluate_cmd import evaluate
 from onnxslice_cli.incremental_cmd import incremental
@@ -16,8 +18,6 @@ from onnxslice_cli.readapt_cmd import readapt
 from onnxslice_cli.restructure_cmd import restructure
 from onnxslice_cli.slice_cmd import slice
 from onnxslice_cli.sweep_cmd import sweep
-
-from onnxslice import __version__
 
 COMMANDS = [profile, slice, restructure, mask, evaluate, readapt, incremental, compress, sweep, inspect]
 
