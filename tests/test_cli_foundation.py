@@ -104,3 +104,13 @@ def test_bad_input_gives_one_line_exit_2_and_writes_nothing(tmp_path):
 def test_missing_required_option_is_a_usage_error():
     result = run("evaluate", str(MLP))
     assert result.exit_code == 2 and "--data" in result.stderr
+
+
+def test_evaluate_with_baseline_reports_both_models():
+    result = run("evaluate", str(CNN), "--baseline", str(MLP), "--data", "digits:test", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["baseline"]["model"] == str(MLP) and report["model"] == str(CNN)
+    assert report["baseline"]["params"] == 167_178  # 64*512+512 + 512*256+256 + 256*10+10
+    table = run("evaluate", str(CNN), "--baseline", str(MLP), "--data", "digits:test").stdout
+    assert "before" in table and "after/before" in table
