@@ -1,5 +1,59 @@
-"""`onnxslice mask`: not implemented yet (its issue has not landed)."""
+"""`onnxslice mask`: the paper's view of a slice — non-critical neurons zeroed, shapes unchanged."""
 
-from onnxslice_cli.common import not_implemented
+from __future__ import annotations
 
-mask = not_implemented("mask", "Zero the non-critical neurons of a slice, shapes unchanged -> masked.onnx.")
+import click
+import numpy as np
+import onnx
+
+from onnxslice.files import check_output_path, sha256_of, write_atomically
+from onnxslice.graph import find_neuron_layers, load_model
+from onnxslice.runtime import input_name, make_session
+from onnxslice.slicing.artifact import Slice
+from onnxslice.slicing.summary import neuron_fraction, parameter_fraction
+from onnxslice.stats import fixed_input_shape
+from onnxslice.surgery.mask import mask_model
+from onnxslice_cli.common import emit, json_option, log, model_argument, reports_errors
+
+
+@click.command()
+@model_argument
+@click.option("--slice", "slice_path", required=True, type=click.Path(dir_okay=False),
+              help="slice.json made for MODEL (onnxslice slice).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write masked.onnx.")
+@json_option
+@reports_errors
+def mask(model: str, slice_path: str, output: str, as_json: bool) -> None:
+    """Zero the non-critical neurons of SLICE where their consumers read them; shapes unchanged -> masked.onnx."""
+    out = check_output_path(output, model, slice_path)
+    onnx_model = load_model(model)
+    piece = Slice.load(slice_path)
+    piece.check_against(sha256_of(model), find_neuron_layers(onnx_model), model)
+    masked = mask_model(onnx_model, piece.kept())
+    onnx.checker.check_model(masked)
+    check_runs(onnx_model, masked)
+    write_atomically(out, lambda tmp: onnx.save(masked, str(tmp)))
+    emit({"output": str(out), "model": model, "slice": slice_path, **parameter_fraction(onnx_model, piece),
+          "neuron_fraction": neuron_fraction(piece),
+          "zeroed": {name: layer.size - len(layer.kept) for name, layer in piece.layers.items()}},
+         as_json, format_mask)
+
+
+def check_runs(original: onnx.ModelProto, masked: onnx.ModelProto) -> None:
+    """Run the masked model in onnxruntime on a zero input of the model's own shape; its outputs must have the
+    original's shapes. Skipped when that probe does not fit the original itself (e.g. dynamic image sizes)."""
+    probe = {input_name(original): np.zeros(fixed_input_shape(original, batch=2), np.float32)}
+    try:
+        expected = make_session(original, "cpu").run(None, probe)
+    except Exception:  # noqa: BLE001 - the probe shape does not fit this model: nothing to compare with
+        log.debug("mask: the probe input does not fit %s; run check skipped", original.graph.name, exc_info=True)
+        return
+    shapes = [out.shape for out in make_session(masked, "cpu").run(None, probe)]
+    if shapes != [out.shape for out in expected]:
+        raise RuntimeError(f"the masked model's output shapes {shapes} differ from the original's")
+
+
+def format_mask(result: dict) -> str:
+    zeroed = sum(result["zeroed"].values())
+    return (f"wrote {result['output']}: {zeroed} neurons zeroed in {len(result['zeroed'])} layers "
+            f"({result['neuron_fraction']:.1%} of the neurons and {result['fraction']:.1%} of the parameters kept)")

@@ -1,5 +1,84 @@
-"""`onnxslice slice`: not implemented yet (its issue has not landed)."""
+"""`onnxslice slice`: select the critical neurons of a model -> slice.json."""
 
-from onnxslice_cli.common import not_implemented
+from __future__ import annotations
 
-slice = not_implemented("slice", "Select the critical neurons (semantic, global or category-wise) -> slice.json.")
+import click
+
+from onnxslice.errors import InputError
+from onnxslice.files import check_output_path, sha256_of
+from onnxslice.graph import find_neuron_layers, load_model
+from onnxslice.profile.artifact import Profile
+from onnxslice.profile.metrics import METRICS
+from onnxslice.profile.profiler import DEFAULT_MAX_PER_CLASS, profile_model
+from onnxslice.slicing.strategies import DEFAULT_RATIO, DEFAULT_THETA, STRATEGIES, make_strategy, select
+from onnxslice.slicing.summary import layer_table, neuron_fraction
+from onnxslice_cli.common import (
+    data_options,
+    device_option,
+    emit,
+    json_option,
+    log,
+    model_argument,
+    open_data,
+    reports_errors,
+)
+from onnxslice_cli.inspect_cmd import format_layers
+
+DEFAULT_METRIC = "taylor"
+
+
+@click.command("slice")
+@model_argument
+@click.option("--data", "data_spec", metavar="DATA",
+              help="Data to profile MODEL on: a .npz with x and y, an image folder, or digits / digits:train / "
+                   "digits:test; optionally :CLASSES such as :0-4. Not read when --profile is given.")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
+              help="A profile.npz of MODEL (onnxslice profile): slice from it without running the model.")
+@click.option("--metric", type=click.Choice(sorted(METRICS)), default=DEFAULT_METRIC, show_default=True,
+              help="Neuron contribution metric that orders the neurons.")
+@click.option("--strategy", type=click.Choice(list(STRATEGIES)), default="semantic", show_default=True,
+              help="semantic: smallest prefix with CKA > THETA per category; global: top RATIO over all data; "
+                   "category: top RATIO per category. Categories are merged by union.")
+@click.option("--theta", type=float, default=None,
+              help=f"Semantic threshold Θ in [0, 1] (semantic only; default {DEFAULT_THETA}).")
+@click.option("--ratio", type=float, default=None,
+              help=f"Fraction of each layer to keep, ceil(R·C) (global / category only; default {DEFAULT_RATIO}).")
+@click.option("--step", type=int, default=1, show_default=True,
+              help="Semantic: prefix lengths scanned are multiples of STEP (the paper's selection interval i).")
+@click.option("--uncentered", is_flag=True, help="Semantic: the paper's uncentred CKA (Eq. 2) instead of centred.")
+@click.option("--max-per-class", type=click.IntRange(min=1), default=DEFAULT_MAX_PER_CLASS, show_default=True,
+              help="Samples per category used for the CKA statistics when profiling.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write slice.json.")
+@device_option
+@data_options
+@json_option
+@reports_errors
+def slice(model: str, data_spec: str | None, profile_path: str | None, metric: str, strategy: str,
+          theta: float | None, ratio: float | None, step: int, uncentered: bool, max_per_class: int, output: str,
+          device: str, as_json: bool, **image: object) -> None:
+    """Select the critical neurons of MODEL per layer (semantic, global or category-wise) -> slice.json."""
+    chosen = make_strategy(strategy, theta, ratio, step, centered=not uncentered)
+    out = check_output_path(output, model, profile_path, data_spec)
+    scan = find_neuron_layers(load_model(model))
+    if profile_path:
+        profile = Profile.load(profile_path)
+        profile.check_against(sha256_of(model), profile_path, model)
+        if data_spec and data_spec != profile.data:
+            log.warning("--data %s is not read: the profile was measured on %s", data_spec, profile.data)
+    elif data_spec:
+        profile = profile_model(model, open_data(data_spec, image), [metric], max_per_class, device)
+    else:
+        raise InputError("--data is required (or give --profile with a profile of the model)")
+    result = select(profile, metric, chosen)
+    result.check_against(profile.model_sha256, scan, model)
+    result.save(out)
+    summary = {"output": str(out), "model": model, "metric": metric, "strategy": strategy,
+               **chosen.settings(), "neuron_fraction": neuron_fraction(result), "layers": layer_table(result)}
+    emit(summary, as_json, format_summary)
+
+
+def format_summary(summary: dict) -> str:
+    settings = ", ".join(f"{k}={summary[k]}" for k in ("theta", "ratio", "step", "centered") if k in summary)
+    return "\n".join([f"wrote {summary['output']} ({summary['strategy']}, {summary['metric']}, {settings})",
+                      format_layers(summary["layers"]),
+                      f"neurons kept: {summary['neuron_fraction']:.1%}"])

@@ -10,6 +10,7 @@ Format ``onnxslice.slice/1``::
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from onnxslice.files import write_atomically
 from onnxslice.graph import LayerScan
 
 FORMAT = "onnxslice.slice/1"
+_INDEX_LIST = re.compile(r"\[[\d,\s]*\]")
 
 
 @dataclass
@@ -56,10 +58,12 @@ class Slice:
                 raise InputError(f"slice layer {name!r} has size {layer.size}, the model's has {layers[name].size}")
 
     def to_json(self) -> dict:
-        return {"format": FORMAT, **asdict(self)}
+        fields = asdict(self)
+        return {"format": FORMAT, **{k: v for k, v in fields.items() if k != "layers"}, "layers": fields["layers"]}
 
     def save(self, path: str | Path) -> None:
-        text = json.dumps(self.to_json(), indent=1)
+        indented = json.dumps(self.to_json(), indent=1)
+        text = _INDEX_LIST.sub(lambda m: json.dumps(json.loads(m.group())), indented)  # one line per index list
         write_atomically(path, lambda tmp: tmp.write_text(text + "\n"))
 
     @classmethod
