@@ -1,8 +1,103 @@
-"""`onnxslice restructure`: not implemented yet (its issue has not landed)."""
+"""`onnxslice restructure`: physically remove the channels a slice drops, verified against the mask.
 
-from onnxslice_cli.common import not_implemented
+Exit codes: 2 for bad input (model, slice, output path); 1 when the restructured model fails its
+verification (checker, onnxruntime, or outputs that differ from ``onnxslice mask``) — that is our
+failure, reported in one line, and nothing is written.
+"""
 
-restructure = not_implemented(
-    "restructure",
-    "Physically remove the non-critical neurons, verified against the mask -> pruned.onnx.",
-)
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+import onnx
+
+from onnxslice.files import check_output_path, sha256_of, write_atomically
+from onnxslice.graph import find_neuron_layers, load_model
+from onnxslice.slicing.artifact import Slice
+from onnxslice.stats import count_macs, count_params, measure_latency
+from onnxslice.surgery.restructure import restructure as restructure_model
+from onnxslice.surgery.verify import VerificationError, is_large, save_model, verify
+from onnxslice_cli.common import device_option, emit, json_option, model_argument, reports_errors
+
+
+@click.command()
+@model_argument
+@click.option("--slice", "slice_path", required=True, type=click.Path(dir_okay=False),
+              help="slice.json made for MODEL (onnxslice slice).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write pruned.onnx.")
+@click.option("--latency-batch", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Batch size of the latency measurement.")
+@device_option
+@json_option
+@reports_errors
+def restructure(model: str, slice_path: str, output: str, latency_batch: int, device: str, as_json: bool) -> None:
+    """Remove the non-critical channels of SLICE from MODEL -> a smaller ONNX model, verified before writing.
+
+    The result must pass the ONNX checker, run in onnxruntime and match `onnxslice mask` of the same
+    slice on probe inputs; otherwise nothing is written (exit code 1). Channel groups that cannot be
+    shrunk (coupled to something not understood) are kept whole and listed with the reason.
+    """
+    out = check_output_path(output, model, slice_path)
+    original = load_model(model)
+    piece = Slice.load(slice_path)
+    piece.check_against(sha256_of(model), find_neuron_layers(original), model)
+    kept = piece.kept()
+    pruned, report = restructure_model(original, kept)
+    try:
+        check = verify(original, pruned, kept, device)
+    except VerificationError as exc:
+        click.echo(f"onnxslice: error: {model}: {exc}", err=True)
+        sys.exit(1)
+    data = _write(pruned, out)
+    result = {
+        "output": str(out), "model": model, "slice": slice_path, "external_data": data,
+        "params_before": count_params(original), "params_after": count_params(pruned),
+        "macs_before": count_macs(original), "macs_after": count_macs(pruned),
+        "latency_ms_before": measure_latency(original, latency_batch, device=device),
+        "latency_ms_after": measure_latency(pruned, latency_batch, device=device),
+        "latency_batch": latency_batch,
+        "max_abs_diff": check.max_abs_diff, "output_scale": check.output_scale,
+        **report.to_json(),
+    }
+    emit(result, as_json, format_restructure)
+
+
+def _write(model: onnx.ModelProto, out: Path) -> str | None:
+    """Write all-or-nothing; a model over 2 GB gets its weights in ``<output>.data`` (returned) beside it."""
+    if not is_large(model):
+        write_atomically(out, lambda tmp: save_model(model, tmp))
+        return None
+    data_name = f"{out.name}.data"
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as folder:
+        save_model(model, Path(folder) / out.name, data_name)  # both files complete before either is moved
+        os.replace(Path(folder) / data_name, out.parent / data_name)
+        os.replace(Path(folder) / out.name, out)
+    return data_name
+
+
+def format_restructure(result: dict) -> str:
+    def row(label: str, before: float, after: float, unit: str = "") -> str:
+        ratio = after / before if before else float("nan")
+        spec = ",.3f" if isinstance(before, float) else ","
+        return f"{label:<12}{before:>16{spec}}{after:>16{spec}}{ratio:>10.3f}{unit}"
+
+    lines = [f"wrote {result['output']}"
+             + (f" (weights in {result['external_data']})" if result["external_data"] else ""),
+             f"{'':<12}{'before':>16}{'after':>16}{'ratio':>10}",
+             row("params", result["params_before"], result["params_after"]),
+             row("MACs", result["macs_before"], result["macs_after"]),
+             row("latency ms", result["latency_ms_before"], result["latency_ms_after"],
+                 f"  (batch {result['latency_batch']})"),
+             f"channels removed {result['channels_removed']:,} of {result['channels_before']:,} "
+             f"({result['channels_removed_fraction']:.1%}); the slice drops {result['channels_dropped_by_slice']:,}, "
+             f"{result['channels_zeroed']:,} of them stay zeroed (a coupled layer keeps them)",
+             f"verified: max |pruned - masked| = {result['max_abs_diff']:.3g} (output scale "
+             f"{result['output_scale']:.3g})"]
+    for group in result["kept_whole"]:
+        names = ", ".join(group["layers"][:3]) + (f" (+{len(group['layers']) - 3})" if len(group["layers"]) > 3 else "")
+        lines.append(f"kept {group['channels']} of {group['of']} channels of {names}: {group['reason']}")
+    return "\n".join(lines)
