@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 OUT := example-out
-MODEL := models/cnn_digits.onnx
+MODEL := models/mlp_digits.onnx
+THETA := 0.95
 
 .PHONY: install example test lint
 
@@ -20,9 +21,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
+# profile -> slice -> restructure -> evaluate, on the example MLP with the bundled digits
 example: install
 	mkdir -p $(OUT)
-	$(BIN)/onnxslice evaluate $(MODEL) --data digits:test
+	$(BIN)/onnxslice profile $(MODEL) --data digits:train --metric taylor --metric avg -o $(OUT)/profile.npz
+	$(BIN)/onnxslice slice $(MODEL) --profile $(OUT)/profile.npz --metric taylor --strategy semantic \
+		--theta $(THETA) -o $(OUT)/slice.json
+	$(BIN)/onnxslice restructure $(MODEL) --slice $(OUT)/slice.json -o $(OUT)/pruned.onnx
+	$(BIN)/onnxslice evaluate $(OUT)/pruned.onnx --baseline $(MODEL) --data digits:test
 
 lint: install
 	$(BIN)/ruff check .
