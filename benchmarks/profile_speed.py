@@ -1,0 +1,111 @@
+"""Profiling speed, measured in one run (these machines are noisy: read the ratios, not the seconds).
+
+1. ``avg`` profiling vs plain onnxruntime inference of the same model over the same N samples (goal ≤ 1.3×).
+2. ``taylor`` profiling vs one forward + backward pass of the original PyTorch model over the same N samples,
+   differentiating each sample's own logit (goal ≤ 1.5×).
+
+Every timing is end to end: loading the model, creating the session (and converting to PyTorch) included.
+Profiling also computes the CKA statistics H once at the end, from at most max_per_class samples per
+category: a cost that does not grow with N. "pass only" is the ratio with --max-per-class 1 (H nearly free),
+i.e. the streaming pass alone; "CKA s" is the difference, the seconds spent on H at the default cap.
+
+Models: the example CNN on digits (repeated to N samples) and a random-weight torchvision resnet18 at 32x32
+on random data. Usage: python benchmarks/profile_speed.py [--samples N] [--repeats R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from onnxslice.data import DataSource, load_data  # noqa: E402
+from onnxslice.graph import load_model  # noqa: E402
+from onnxslice.profile import profile_model  # noqa: E402
+from onnxslice.profile.profiler import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PER_CLASS  # noqa: E402
+from onnxslice.runtime import Runner  # noqa: E402
+from tests.helpers import CNN, example_torch_model, export_onnx  # noqa: E402
+
+
+def plain_inference(path: Path, data: DataSource) -> None:
+    runner = Runner.create(load_model(path), "cpu")
+    for _ in runner.scores(runner.prepare(data), DEFAULT_BATCH_SIZE):
+        pass
+
+
+def forward_backward(module: torch.nn.Module, data: DataSource, shape: tuple[int, ...]) -> None:
+    for x, labels in data.batches(DEFAULT_BATCH_SIZE):
+        scores = module(torch.from_numpy(x.reshape(len(x), *shape)))
+        scores.gather(1, torch.from_numpy(labels)[:, None]).sum().backward()
+
+
+def profiling(path: Path, data: DataSource, metric: str, max_per_class: int = DEFAULT_MAX_PER_CLASS) -> None:
+    profile_model(path, data, [metric], max_per_class, device="cpu", progress=False)
+
+
+def interleaved(repeats: int, runs: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Best time of each run, the runs taking turns so that a slow spell of the machine hits them all."""
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def repeated(source: DataSource, samples: int) -> DataSource:
+    """``samples`` samples cycling through ``source`` (labels stay balanced), produced on demand."""
+    index = np.arange(samples) % len(source)
+    return DataSource(f"{source.name} x{samples}", source.labels[index], lambda idx: source.samples(index[idx]),
+                      source.sample_shape)
+
+
+def random_data(samples: int, shape: tuple[int, ...]) -> DataSource:
+    x = np.random.default_rng(0).standard_normal((samples, *shape)).astype(np.float32)
+    return DataSource("random", np.arange(samples) % 10, lambda idx: x[idx], shape)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=2560, help="N for resnet18; the CNN gets 8N")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    resnet = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    resnet_path = export_onnx(resnet, (3, 32, 32), Path(tempfile.mkdtemp()) / "resnet18.onnx")
+    cases = [
+        ("cnn_digits", CNN, repeated(load_data("digits"), 8 * args.samples), example_torch_model("cnn"), (1, 8, 8)),
+        ("resnet18 32x32", resnet_path, random_data(args.samples, (3, 32, 32)), resnet, (3, 32, 32)),
+    ]
+    print(f"threads: torch 1, onnxruntime default; batch {DEFAULT_BATCH_SIZE}; max_per_class {DEFAULT_MAX_PER_CLASS}")
+    print(f"{'model':<15} {'N':>6} | {'plain s':>7} {'avg s':>7} {'ratio':>6} {'pass only':>10} {'CKA s':>6} | "
+          f"{'f+b s':>7} {'taylor s':>7} {'ratio':>6} {'pass only':>10} {'CKA s':>6}")
+    for name, path, data, module, shape in cases:
+        runs = {
+            "plain": partial(plain_inference, path, data),
+            "avg": partial(profiling, path, data, "avg"),
+            "avg pass": partial(profiling, path, data, "avg", 1),
+            "f+b": partial(forward_backward, module, data, shape),
+            "taylor": partial(profiling, path, data, "taylor"),
+            "taylor pass": partial(profiling, path, data, "taylor", 1),
+        }
+        best = interleaved(args.repeats, runs)
+        cells = [f"{best[reference]:>7.2f} {best[metric]:>7.2f} {best[metric] / best[reference]:>5.2f}x "
+                 f"{best[metric + ' pass'] / best[reference]:>9.2f}x {best[metric] - best[metric + ' pass']:>6.2f}"
+                 for reference, metric in (("plain", "avg"), ("f+b", "taylor"))]
+        print(f"{name:<15} {len(data):>6} | {' | '.join(cells)}")
+
+if __name__ == "__main__":
+    main()

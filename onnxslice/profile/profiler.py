@@ -1,0 +1,160 @@
+"""Profile a classifier: one pass over the data measures every neuron of every hidden layer per category.
+
+The observed activations of the hidden neuron layers become extra graph outputs and onnxruntime reads
+them batch by batch. Per layer and category the pass keeps running sums of the metrics' per-sample
+values and the first ``max_per_class`` samples' activations, from which the CKA statistics H are
+computed at the end; nothing else is kept, so memory does not grow with the number of samples. A
+PyTorch pass over the same batches (onnx2torch) runs only when a gradient metric is asked for.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
+
+from onnxslice.data import DataSource
+from onnxslice.errors import InputError
+from onnxslice.files import sha256_of
+from onnxslice.graph import NeuronLayer, find_neuron_layers, load_model
+from onnxslice.profile.artifact import Profile
+from onnxslice.profile.gradients import GradientPass
+from onnxslice.profile.metrics import LayerBatch, Metric, metrics_by_name
+from onnxslice.runtime import Runner, scores_output
+from onnxslice.slicing.cka import as_samples_neurons_positions, similarity_matrix
+
+#: Samples per category kept for the CKA statistics: H from n × n kernels costs C·n² floats per layer.
+DEFAULT_MAX_PER_CLASS = 128
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_METRICS = ("avg", "var", "ens")
+
+
+def with_observed_outputs(model: onnx.ModelProto, layers: Sequence[NeuronLayer]) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph also outputs each layer's observed activation."""
+    extended = onnx.ModelProto.FromString(model.SerializeToString())
+    known = {info.name: info for info in [*extended.graph.value_info, *extended.graph.input]}
+    present = {out.name for out in extended.graph.output}
+    for layer in layers:
+        if layer.output in present:
+            continue
+        info = known.get(layer.output) or onnx.helper.make_tensor_value_info(layer.output, onnx.TensorProto.FLOAT,
+                                                                            None)
+        extended.graph.output.append(info)
+        present.add(layer.output)
+    return extended
+
+
+class CategoryMeans:
+    """Running float64 sums of named per-sample values (n, C), per category: memory independent of N."""
+
+    def __init__(self, categories: int) -> None:
+        self.counts = np.zeros(categories, np.int64)
+        self.sums: dict[str, np.ndarray] = {}
+
+    def add(self, values: dict[str, np.ndarray], one_hot: np.ndarray) -> None:
+        """Add a batch; ``one_hot`` (categories, n) says which category each sample belongs to."""
+        self.counts += one_hot.sum(axis=1).astype(np.int64)
+        for name, value in values.items():
+            self.sums[name] = self.sums.get(name, 0.0) + one_hot @ value
+
+    def means(self) -> dict[str, np.ndarray]:
+        """Per value: (categories + 1, C) averages, one row per category and the last over all samples."""
+        counts = np.append(self.counts, self.counts.sum())[:, None]
+        return {name: np.vstack([total, total.sum(axis=0)]) / counts for name, total in self.sums.items()}
+
+
+class CategorySamples:
+    """The first ``cap`` samples' activations (n, C, S) of each category, in data order."""
+
+    def __init__(self, categories: Sequence[int], cap: int) -> None:
+        self.cap = cap
+        self.kept: list[list[np.ndarray]] = [[] for _ in categories]
+        self.counts = np.zeros(len(categories), np.int64)
+
+    def add(self, activation: np.ndarray, rows: np.ndarray) -> None:
+        if self.counts.min() >= self.cap:
+            return
+        for row in np.unique(rows):
+            room = self.cap - self.counts[row]
+            if room > 0:
+                taken = activation[rows == row][:room]  # a copy (fancy indexing): the batch is not retained
+                self.kept[row].append(taken.astype(np.float32, copy=False))
+                self.counts[row] += len(taken)
+
+    def samples(self, row: int) -> np.ndarray:
+        return np.concatenate(self.kept[row])
+
+
+def profile_model(
+    model_path: str | Path,
+    data: DataSource,
+    metrics: Iterable[str] = DEFAULT_METRICS,
+    max_per_class: int = DEFAULT_MAX_PER_CLASS,
+    device: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+) -> Profile:
+    """Contributions (per metric) and CKA statistics (centred and uncentred) of every hidden neuron layer,
+    per category of ``data`` and over all of it."""
+    chosen = metrics_by_name(metrics)
+    if max_per_class < 1:
+        raise InputError(f"--max-per-class must be at least 1, got {max_per_class}")
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    model = load_model(model_path)
+    model_sha256 = sha256_of(model_path)
+    scores_output(model)  # a model without class scores fails here, before any layer is looked at
+    layers = find_neuron_layers(model).hidden
+    if not layers:
+        raise InputError(f"{model_path}: no hidden neuron layers (Conv, or Gemm / MatMul with a constant weight) "
+                         "to profile")
+    runner = Runner.create(with_observed_outputs(model, layers), device)
+    data = runner.prepare(data)
+    gradients = GradientPass(model, layers, device) if any(m.needs_gradients for m in chosen) else None
+    categories = data.classes
+    means = {layer.name: CategoryMeans(len(categories)) for layer in layers}
+    kept = {layer.name: CategorySamples(categories, max_per_class) for layer in layers}
+    show = progress and sys.stderr.isatty()
+    # BLAS threads would fight onnxruntime's and PyTorch's own over the small per-batch products
+    with threadpool_limits(1, user_api="blas"), \
+            tqdm(total=len(data), desc="profile", unit="sample", file=sys.stderr, disable=not show) as bar:
+        for x, labels in data.batches(batch_size):
+            rows = np.searchsorted(categories, labels)
+            one_hot = np.zeros((len(categories), len(rows)))
+            one_hot[rows, np.arange(len(rows))] = 1.0
+            activations = runner.run(x, [layer.output for layer in layers])
+            torch_batch = gradients.batch(x, labels) if gradients else None
+            for layer, activation in zip(layers, activations, strict=True):
+                batch = LayerBatch(layer, as_samples_neurons_positions(activation, layer.channel_axis), torch_batch)
+                means[layer.name].add(_sample_values(chosen, batch), one_hot)
+                kept[layer.name].add(batch.activation, rows)
+            bar.update(len(labels))
+    contributions = {metric.name: {layer.name: metric.combine(means[layer.name].means()) for layer in layers}
+                     for metric in chosen}
+    similarity: dict[bool, dict[str, np.ndarray]] = {True: {}, False: {}}
+    for layer in tqdm(layers, desc="CKA statistics", unit="layer", file=sys.stderr, disable=not show):
+        samples = kept.pop(layer.name)  # freed once its statistics are done
+        for centered, per_layer in similarity.items():
+            per_layer[layer.name] = _similarity(samples, len(categories), centered)
+    return Profile(
+        model_sha256=model_sha256, data=data.name, metrics=[m.name for m in chosen], categories=categories,
+        layer_sizes={layer.name: layer.size for layer in layers},
+        samples={c: int(n) for c, n in zip(categories, means[layers[0].name].counts, strict=True)},
+        contributions=contributions, similarity=similarity, max_per_class=max_per_class,
+    )
+
+
+def _sample_values(metrics: Sequence[Metric], batch: LayerBatch) -> dict[str, np.ndarray]:
+    values: dict[str, np.ndarray] = {}
+    for metric in metrics:
+        values.update(metric.sample_values(batch))
+    return values
+
+
+def _similarity(kept: CategorySamples, categories: int, centered: bool) -> np.ndarray:
+    return np.stack([similarity_matrix(kept.samples(row), centered) for row in range(categories)])

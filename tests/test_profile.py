@@ -1,0 +1,342 @@
+"""Profiling: activations read through onnxruntime, the five contribution metrics, CKA statistics, profile.npz.
+
+Oracles: forward hooks on the PyTorch models the ONNX files were exported from (activations), autograd
+and captum on those originals (taylor, deeplift), numpy on the activations (avg, var, ens, H), and the
+file read back.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import types
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import torchvision
+from captum.attr import LayerDeepLift
+from click.testing import CliRunner
+
+from onnxslice.data import load_data
+from onnxslice.errors import InputError
+from onnxslice.files import sha256_of
+from onnxslice.graph import find_neuron_layers, load_model
+from onnxslice.profile import METRICS, Metric, Profile, profile_model
+from onnxslice.profile.profiler import CategorySamples, with_observed_outputs
+from onnxslice_cli.profile_cmd import profile as profile_command
+from tests.helpers import CNN, MLP, MODELS, example_torch_model, export_onnx, random_npz
+
+JAX_CNN = MODELS / "jax_cnn_digits.onnx"
+TORCHVISION = ("resnet18", "mobilenet_v2", "densenet121")
+
+#: ONNX layer of the example models -> path of the module of the PyTorch original that outputs its activation.
+#: The CNN's convs have BatchNorm folded in, so a conv without activation maps to its conv+BN Sequential.
+EXAMPLE_SOURCES = {
+    "mlp": {"/0/Gemm": "1", "/2/Gemm": "3"},
+    "cnn": {
+        "/features/features.0/features.0.0/Conv": "features.1",
+        "/features/features.2/conv1/conv1.0/Conv": "features.2.relu",  # the block's first ReLU call
+        "/features/features.2/conv2/conv2.0/Conv": "features.2.conv2",
+        "/features/features.3/features.3.0/Conv": "features.4",
+        "/classifier/classifier.1/Gemm": "classifier.2",
+    },
+}
+
+
+def torch_source(model: torch.nn.Module, node_name: str) -> tuple[torch.nn.Module, int]:
+    """The module a legacy-exported node came from and which call of it it was.
+
+    The exporter scopes '/layer1/layer1.0/relu_1/Relu' for the second call of module 'layer1.0.relu';
+    a scope that extends its parent's ('features.0' under 'features') continues the dotted path.
+    """
+    *scopes, _op = node_name.strip("/").split("/")
+    path, parent = "", ""
+    for scope in scopes:
+        if parent and scope.startswith(parent + "."):
+            path += scope[len(parent):]
+        else:
+            path = f"{path}.{scope}" if path else scope
+        parent = scope
+    try:
+        return model.get_submodule(path), 0
+    except AttributeError:
+        base, _, call = path.rpartition("_")
+        return model.get_submodule(base), int(call)
+
+
+def hooked_outputs(model: torch.nn.Module, sources: dict[str, tuple[torch.nn.Module, int]], x: torch.Tensor,
+                   clone: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Run ``model`` and keep the output of the given call of each module; ``clone`` copies it before later
+    in-place ops (resnet's ``out += identity``) can change it, else autograd can differentiate it."""
+    calls: dict[int, list[torch.Tensor]] = {id(module): [] for module, _ in sources.values()}
+    handles = [module.register_forward_hook(lambda m, i, o: calls[id(m)].append(o.clone() if clone else o))
+               for module in {id(m): m for m, _ in sources.values()}.values()]
+    try:
+        out = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out, {layer: calls[id(module)][call] for layer, (module, call) in sources.items()}
+
+
+def onnxruntime_activations(path, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The hidden layers' observed activations, read by a plain onnxruntime session over the whole batch."""
+    model = load_model(path)
+    layers = find_neuron_layers(model).hidden
+    session = ort.InferenceSession(with_observed_outputs(model, layers).SerializeToString())
+    values = session.run([layer.output for layer in layers], {session.get_inputs()[0].name: x})
+    return dict(zip([layer.name for layer in layers], values, strict=True))
+
+
+def untangled_cnn() -> torch.nn.Module:
+    """The CNN original with its residual block's ReLU split into two modules (same function).
+
+    captum's DeepLift and per-call hooks need each nonlinearity module to be called once.
+    """
+    model = copy.deepcopy(example_torch_model("cnn"))
+    block = model.features[2]
+    block.relu_out = torch.nn.ReLU()
+    block.forward = types.MethodType(lambda self, x: self.relu_out(self.conv2(self.relu(self.conv1(x))) + x), block)
+    return model
+
+
+def without_inplace(model: torch.nn.Module) -> torch.nn.Module:
+    for module in model.modules():
+        if hasattr(module, "inplace"):
+            module.inplace = False
+    return model
+
+
+def with_random_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """Fresh BatchNorm layers are the identity; random statistics and affine parameters make them count."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0.0, 0.1)
+                module.running_mean.normal_(0.0, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def torchvision_models(tmp_path_factory) -> dict[str, tuple[torch.nn.Module, str]]:
+    """Random-weight torchvision classifiers at 32x32, exported once per module with BatchNorm kept
+    (so that every observed activation has a PyTorch module to hook)."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("torchvision")
+    built = {}
+    for name in TORCHVISION:
+        module = with_random_batchnorm(without_inplace(getattr(torchvision.models, name)(weights=None, num_classes=10)))
+        built[name] = (module, str(export_onnx(module, (3, 32, 32), folder / f"{name}.onnx", keep_batchnorm=True)))
+    return built
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, rtol: float = 1e-4) -> None:
+    """Equal within ``rtol`` of each value or of the array's largest magnitude (deep random nets have tiny
+    gradients in early layers, so the scale is the array's own)."""
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * float(np.abs(expected).max()))
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_example_activations_through_onnxruntime_equal_the_pytorch_original(name):
+    path, original = {"mlp": MLP, "cnn": CNN}[name], example_torch_model(name)
+    x, _ = load_data("digits:test", max_per_class=3).arrays()
+    x = x.reshape(len(x), 64) if name == "mlp" else x
+    sources = {layer: (original.get_submodule(module), 0) for layer, module in EXAMPLE_SOURCES[name].items()}
+    with torch.no_grad():
+        _, expected = hooked_outputs(original, sources, torch.from_numpy(x), clone=True)
+    actual = onnxruntime_activations(path, x)
+    assert set(actual) == set(expected)
+    for layer, value in actual.items():
+        assert_close(value, expected[layer].numpy())
+
+
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_torchvision_activations_through_onnxruntime_equal_forward_hooks(torchvision_models, name):
+    original, path = torchvision_models[name]
+    model = load_model(path)
+    layers = find_neuron_layers(model).hidden
+    assert len(layers) > 15
+    sources = {layer.name: torch_source(original, (layer.tail or (layer.name,))[-1]) for layer in layers}
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        _, expected = hooked_outputs(original, sources, torch.from_numpy(x), clone=True)
+    actual = onnxruntime_activations(path, x)
+    for layer in layers:
+        assert_close(actual[layer.name], expected[layer.name].numpy())
+
+
+@pytest.mark.parametrize("path", [CNN, JAX_CNN], ids=["cnn", "jax_nhwc"])
+def test_activation_metrics_and_cka_statistics_equal_numpy(path):
+    """avg / var / ens per category and over all data, and H on the first max_per_class samples of each
+    category, against numpy on activations read in one batch; profiling streams in batches of 7."""
+    data = load_data("digits:test:0-2")
+    profile = profile_model(path, data, ["avg", "var", "ens"], max_per_class=10, batch_size=7, progress=False)
+    x, labels = data.arrays()
+    x = x.reshape(len(x), 8, 8, 1) if path == JAX_CNN else x
+    model = load_model(path)
+    assert profile.categories == [0, 1, 2] and profile.samples == {c: int((labels == c).sum()) for c in range(3)}
+    for layer in find_neuron_layers(model).hidden:
+        act = np.moveaxis(onnxruntime_activations(path, x)[layer.name], layer.channel_axis, 1)
+        act = act.reshape(len(x), layer.size, -1).astype(np.float64)
+        mean = act.mean(axis=2)
+        groups = [labels == c for c in range(3)] + [np.ones(len(labels), bool)]
+        avg = np.stack([mean[g].mean(axis=0) for g in groups])
+        var = np.stack([mean[g].var(axis=0) for g in groups])
+        scale = lambda v: (v - v.min(1, keepdims=True)) / (v.max(1, keepdims=True) - v.min(1, keepdims=True))  # noqa: E731
+        assert_close(profile.contributions["avg"][layer.name], avg, rtol=1e-5)
+        assert_close(profile.contributions["var"][layer.name], var, rtol=1e-5)
+        assert_close(profile.contributions["ens"][layer.name], scale(avg) + scale(var), rtol=1e-5)
+        for c in range(3):
+            first = act[labels == c][:10]
+            for centered in (True, False):
+                a = first - first.mean(axis=0) if centered else first
+                cross = np.einsum("nis,njt->ijst", a, a)
+                assert_close(profile.similarity_matrix(layer.name, c, centered), (cross**2).sum(axis=(2, 3)))
+
+
+def _original_gradient_metrics(original: torch.nn.Module, sources: dict, x: np.ndarray,
+                               labels: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """taylor (autograd) and deeplift (captum) on the PyTorch original: per-sample |Σ_positions ...|,
+    averaged per category and over all samples, the target being each sample's own label."""
+    inputs, targets = torch.from_numpy(x), torch.from_numpy(labels)
+    out, acts = hooked_outputs(original, sources, inputs)
+    names = list(acts)
+    grads = torch.autograd.grad(out.gather(1, targets[:, None]).sum(), [acts[n] for n in names])
+    per_sample = {"taylor": {}, "deeplift": {}}
+    for name, grad in zip(names, grads, strict=True):
+        act = acts[name]
+        per_sample["taylor"][name] = (act * grad).reshape(len(x), act.shape[1], -1).sum(2).abs().detach().numpy()
+        module = sources[name][0]
+        attribution = LayerDeepLift(original, module).attribute(inputs, baselines=0.0, target=targets)
+        per_sample["deeplift"][name] = attribution.reshape(len(x), act.shape[1], -1).sum(2).abs().detach().numpy()
+    groups = [labels == c for c in np.unique(labels)] + [np.ones(len(labels), bool)]
+    return {metric: {name: np.stack([v[g].mean(axis=0) for g in groups]) for name, v in values.items()}
+            for metric, values in per_sample.items()}
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "mobilenet_v2"])
+def test_gradient_metrics_through_the_onnx_round_trip_equal_the_pytorch_original(torchvision_models, tmp_path, name):
+    if name == "mobilenet_v2":
+        original, path = torchvision_models[name]
+        data = load_data(str(random_npz(tmp_path / "random.npz", (3, 32, 32), classes=3, per_class=2)))
+        sources = {layer.name: torch_source(original, (layer.tail or (layer.name,))[-1])
+                   for layer in find_neuron_layers(load_model(path)).hidden}
+    else:
+        path = MLP if name == "mlp" else CNN
+        original = example_torch_model("mlp") if name == "mlp" else untangled_cnn()
+        data = load_data("digits:test:0-2", max_per_class=6)
+        sources = {layer: (original.get_submodule(module), 0) for layer, module in EXAMPLE_SOURCES[name].items()}
+    x, labels = data.arrays()
+    expected = _original_gradient_metrics(original, sources, x.reshape(len(x), 64) if name == "mlp" else x, labels)
+    profile = profile_model(path, data, ["taylor", "deeplift"], max_per_class=4, batch_size=5, progress=False)
+    for metric in ("taylor", "deeplift"):
+        assert set(profile.contributions[metric]) == set(expected[metric])
+        for layer, value in expected[metric].items():
+            assert_close(profile.contributions[metric][layer], value)
+
+
+def test_kept_samples_are_the_first_of_each_category_and_never_more_than_the_cap():
+    """Memory bound of the CKA statistics: after any number of batches, at most ``cap`` samples per category,
+    and they are the first ones in data order (oracle: slicing the concatenated batches by hand)."""
+    rng = np.random.default_rng(0)
+    kept = CategorySamples([0, 1, 2], cap=5)
+    batches = [(rng.standard_normal((7, 4, 2)), rng.integers(0, 3, 7)) for _ in range(20)]
+    for activation, rows in batches:
+        kept.add(activation, rows)
+    everything = np.concatenate([a for a, _ in batches])
+    rows = np.concatenate([r for _, r in batches])
+    for row in range(3):
+        np.testing.assert_array_equal(kept.samples(row), everything[rows == row][:5].astype(np.float32))
+
+
+def test_a_sixth_metric_is_one_class(monkeypatch):
+    """A metric registered by name is profiled like the built-in ones (oracle: avg, since max(a, 0) = a after ReLU)."""
+
+    class PositiveMean(Metric):
+        name = "positive_mean"
+
+        def sample_values(self, batch):
+            return {"positive": np.maximum(batch.activation, 0).mean(axis=2)}
+
+        def combine(self, means):
+            return means["positive"]
+
+    monkeypatch.setitem(METRICS, PositiveMean.name, PositiveMean)
+    profile = profile_model(MLP, load_data("digits:test:0-1", max_per_class=5), ["avg", "positive_mean"],
+                            max_per_class=3, progress=False)
+    for layer in profile.layers:
+        assert_close(profile.contributions["positive_mean"][layer], profile.contributions["avg"][layer], rtol=1e-6)
+
+
+def test_cli_writes_a_profile_that_loads_back_with_the_model_hash(tmp_path):
+    out = tmp_path / "profile.npz"
+    result = CliRunner().invoke(profile_command, [str(MLP), "--data", "digits:test:0-2", "--metric", "ens",
+                                                  "--metric", "taylor", "--max-per-class", "8", "-o", str(out),
+                                                  "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["metrics"] == ["ens", "taylor"] and summary["categories"] == [0, 1, 2]
+    assert [layer["size"] for layer in summary["layers"]] == [512, 256]
+    loaded = Profile.load(out)
+    assert loaded.model_sha256 == sha256_of(MLP) == summary["model_sha256"]
+    direct = profile_model(MLP, load_data("digits:test:0-2"), ["ens", "taylor"], max_per_class=8, progress=False)
+    for layer in direct.layers:
+        for metric in ("ens", "taylor"):
+            np.testing.assert_array_equal(loaded.contributions[metric][layer], direct.contributions[metric][layer])
+            assert loaded.contribution(metric, layer, 1).shape == (direct.layer_sizes[layer],)
+        for centered in (True, False):
+            np.testing.assert_array_equal(loaded.similarity_matrix(layer, 2, centered),
+                                          direct.similarity_matrix(layer, 2, centered))
+    assert loaded.samples == direct.samples and loaded.max_per_class == 8
+
+
+def test_cli_lists_layers_with_sizes_roles_and_skipped_nodes():
+    result = CliRunner().invoke(profile_command, [str(CNN), "--list-layers", "--json"])
+    assert result.exit_code == 0, result.output
+    listing = json.loads(result.stdout)
+    assert [(layer["size"], layer["role"]) for layer in listing["layers"]] == [
+        (16, "hidden"), (16, "hidden"), (16, "hidden"), (32, "hidden"), (64, "hidden"), (10, "output")]
+    assert listing["skipped"] == []
+    table = CliRunner().invoke(profile_command, [str(CNN), "--list-layers"]).stdout
+    assert "/classifier/classifier.3/Gemm" in table and "output" in table
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "digits:test"], "needs --data DATA and -o"),
+        (["--data", "digits:test", "-o", "{model}"], "output would overwrite an input file"),
+        (["--data", "digitz", "-o", "{out}"], "unknown data set"),
+        (["--data", "{npz}", "-o", "{out}"], r"sample shape \[3, 4, 4\] does not match the model input \[64\]"),
+        (["--data", "digits:test", "-o", "{tmp}/no/such/folder/p.npz"], "does not exist"),
+        (["--data", "digits:test", "-o", "{out}", "--metric", "nope"], "Invalid value for '--metric'"),
+        (["--data", "digits:test", "-o", "{out}", "--max-per-class", "0"], "Invalid value for '--max-per-class'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(MLP.read_bytes())
+    npz = random_npz(tmp_path / "wrong.npz", (3, 4, 4), classes=2, per_class=2)
+    fill = {"model": str(model), "out": str(tmp_path / "p.npz"), "npz": str(npz), "tmp": str(tmp_path)}
+    result = CliRunner().invoke(profile_command, [str(model), *[a.format(**fill) for a in args]])
+    assert result.exit_code == 2
+    assert re.search(message, result.output)
+    if "Invalid value" not in message:
+        assert result.output.startswith("onnxslice: error:") and result.output.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "wrong.npz"]
+    assert model.read_bytes() == MLP.read_bytes()
+
+
+def test_missing_model_and_model_without_hidden_layers_are_input_errors(tmp_path):
+    data = load_data("digits:test:0-1", max_per_class=2)
+    with pytest.raises(InputError, match="no such model file"):
+        profile_model(tmp_path / "missing.onnx", data)
+    linear = export_onnx(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), (1, 8, 8),
+                         tmp_path / "linear.onnx")
+    with pytest.raises(InputError, match="no hidden neuron layers"):
+        profile_model(linear, data)
