@@ -34,8 +34,9 @@ DEFAULT_METRIC = "taylor"
                    "digits:test; optionally :CLASSES such as :0-4. Not read when --profile is given.")
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
               help="A profile.npz of MODEL (onnxslice profile): slice from it without running the model.")
-@click.option("--metric", type=click.Choice(sorted(METRICS)), default=DEFAULT_METRIC, show_default=True,
-              help="Neuron contribution metric that orders the neurons.")
+@click.option("--metric", type=click.Choice(sorted(METRICS)), default=None,
+              help=f"Neuron contribution metric that orders the neurons [default: {DEFAULT_METRIC}, or with "
+                   f"--profile the profile's first metric when it has no {DEFAULT_METRIC}].")
 @click.option("--strategy", type=click.Choice(list(STRATEGIES)), default="semantic", show_default=True,
               help="semantic: smallest prefix with CKA > THETA per category; global: top RATIO over all data; "
                    "category: top RATIO per category. Categories are merged by union.")
@@ -53,7 +54,7 @@ DEFAULT_METRIC = "taylor"
 @data_options
 @json_option
 @reports_errors
-def slice(model: str, data_spec: str | None, profile_path: str | None, metric: str, strategy: str,
+def slice(model: str, data_spec: str | None, profile_path: str | None, metric: str | None, strategy: str,
           theta: float | None, ratio: float | None, step: int, uncentered: bool, max_per_class: int, output: str,
           device: str, as_json: bool, **image: object) -> None:
     """Select the critical neurons of MODEL per layer (semantic, global or category-wise) -> slice.json."""
@@ -65,7 +66,10 @@ def slice(model: str, data_spec: str | None, profile_path: str | None, metric: s
         profile.check_against(sha256_of(model), profile_path, model)
         if data_spec and data_spec != profile.data:
             log.warning("--data %s is not read: the profile was measured on %s", data_spec, profile.data)
+        if metric is None:
+            metric = DEFAULT_METRIC if DEFAULT_METRIC in profile.metrics else profile.metrics[0]
     elif data_spec:
+        metric = metric or DEFAULT_METRIC
         profile = profile_model(model, open_data(data_spec, image), [metric], max_per_class, device)
     else:
         raise InputError("--data is required (or give --profile with a profile of the model)")
