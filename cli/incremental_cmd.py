@@ -1,5 +1,94 @@
-"""`onnxslice incremental`: not implemented yet (its issue has not landed)."""
+"""`onnxslice incremental`: learn a new task by training only the non-critical neurons (paper §4.3)."""
 
-from onnxslice_cli.common import not_implemented
+from __future__ import annotations
 
-incremental = not_implemented("incremental", "Learn new classes by training only the non-critical neurons -> new.onnx.")
+import click
+import onnx
+
+from onnxslice.data import parse_class_filter
+from onnxslice.errors import InputError
+from onnxslice.files import check_output_path, write_atomically
+from onnxslice.maintain.incremental import incremental as learn_incrementally
+from onnxslice.maintain.incremental import old_categories
+from onnxslice_cli.common import data_options, emit, json_option, log, model_argument, reports_errors
+from onnxslice_cli.maintain_options import (
+    DATA_HELP,
+    load_model_and_slice,
+    open_optional,
+    training_options,
+    training_settings,
+)
+
+
+@click.command()
+@model_argument
+@click.option("--slice", "slice_path", required=True, type=click.Path(dir_okay=False),
+              help="slice.json of the old task made for MODEL: its kept neurons are frozen.")
+@click.option("--data", "data_spec", required=True, metavar="NEW_DATA", help=f"New-task training data. {DATA_HELP}")
+@click.option("--replay", "replay_spec", metavar="OLD_DATA", default=None,
+              help="Old-task data mixed into training (replay baseline).")
+@click.option("--replay-fraction", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              help="Stratified fraction of OLD_DATA to replay (default 1 when --replay is given).")
+@click.option("--old-classes", default=None, metavar="CLASSES",
+              help="Old-task categories whose classifier rows are frozen, e.g. 0-4 (default: the slice's "
+                   "per-category keys).")
+@click.option("--eval-data", "eval_spec", metavar="DATA", default=None,
+              help="New-task data for task_b (default: NEW_DATA).")
+@click.option("--old-eval-data", "old_eval_spec", metavar="DATA", default=None,
+              help="Old-task data for task_a, measured on the old-task model (default: --replay data, if any).")
+@click.option("--train", "train", type=click.Choice(["non-critical", "all"]), default="non-critical",
+              show_default=True, help="non-critical: freeze the slice's neurons; all: plain retraining.")
+@training_options
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write new.onnx.")
+@click.option("--old-task-out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the old-task model: the frozen parameters with the slice's mask (the new model "
+                   "itself when nothing is frozen).")
+@data_options
+@json_option
+@reports_errors
+def incremental(model: str, slice_path: str, data_spec: str, replay_spec: str | None, replay_fraction: float | None,
+                old_classes: str | None, eval_spec: str | None, old_eval_spec: str | None, train: str, epochs: int,
+                lr: float, batch_size: int, weight_decay: float, seed: int, max_per_class: int | None, output: str,
+                old_task_out: str | None, as_json: bool, **image: object) -> None:
+    """Freeze the critical neurons of the old task (SLICE) and train the rest of MODEL on NEW_DATA -> new.onnx."""
+    if replay_fraction is not None and not replay_spec:
+        raise InputError("--replay-fraction needs --replay OLD_DATA")
+    out = check_output_path(output, model, slice_path)
+    old_out = check_output_path(old_task_out, model, slice_path, output) if old_task_out else None
+    if old_out is not None and old_out.resolve() == out.resolve():
+        raise InputError(f"--old-task-out {old_task_out}: same file as -o")
+    onnx_model, piece = load_model_and_slice(model, slice_path)
+    classes = parse_class_filter(old_classes) if old_classes else old_categories(piece)
+    if not classes and train != "all":
+        log.warning("incremental: no old-task categories known (slice has no per-category lists, no --old-classes); "
+                    "every classifier row is trained")
+    replay = open_optional(replay_spec, image, max_per_class)
+    if replay is not None:
+        replay = replay.fraction(replay_fraction if replay_fraction is not None else 1.0, seed)
+    old_eval = open_optional(old_eval_spec or replay_spec, image, max_per_class)
+    new_model, old_model, report = learn_incrementally(
+        onnx_model, piece, open_optional(data_spec, image, max_per_class), replay, old_eval,
+        open_optional(eval_spec, image, max_per_class), classes,
+        training_settings(epochs, lr, batch_size, weight_decay, seed), train == "all")
+    write_atomically(out, lambda tmp: onnx.save(new_model, str(tmp)))
+    if old_out is not None:
+        write_atomically(old_out, lambda tmp: onnx.save(old_model, str(tmp)))
+    emit({"output": str(out), "old_task_output": str(old_out) if old_out else None, "model": model,
+          "slice": slice_path, "replay_fraction": replay_fraction if replay else None, **report},
+         as_json, format_incremental)
+
+
+def format_incremental(result: dict) -> str:
+    def pct(value: float | None) -> str:
+        return "—" if value is None else f"{value:.2%}"
+
+    lines = [f"wrote {result['output']} (train {result['train']}, {result['epochs']} epochs on {result['samples']} "
+             f"samples of which {result['replay_samples']} replayed, {result['seconds']:.1f} s; "
+             f"{result['tpr']:.2%} of the neuron-layer parameters trained)"]
+    if result["old_task_output"]:
+        lines.append(f"wrote {result['old_task_output']} (old-task model)")
+    lines += [f"task A (old-task model)   {pct(result['task_a_before'])} -> {pct(result['task_a'])}",
+              f"task A (new model)        {pct(result['task_a_new_model'])}",
+              f"task B (new model)        {pct(result['task_b_before'])} -> {pct(result['task_b'])}",
+              f"mean                      {pct(result['mean'])}"]
+    return "\n".join(lines)

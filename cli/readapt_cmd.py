@@ -1,8 +1,65 @@
-"""`onnxslice readapt`: not implemented yet (its issue has not landed)."""
+"""`onnxslice readapt`: re-train only the critical neurons against adversarial samples (paper §4.2)."""
 
-from onnxslice_cli.common import not_implemented
+from __future__ import annotations
 
-readapt = not_implemented(
-    "readapt",
-    "Re-train only the critical neurons, e.g. against adversarial samples -> out.onnx.",
+import click
+import onnx
+
+from onnxslice.files import check_output_path, write_atomically
+from onnxslice.maintain.attacks import ATTACKS, DEFAULT_EPS_FRACTION
+from onnxslice.maintain.readapt import readapt as readapt_model
+from onnxslice_cli.common import data_options, emit, json_option, model_argument, reports_errors
+from onnxslice_cli.maintain_options import (
+    DATA_HELP,
+    load_model_and_slice,
+    open_optional,
+    training_options,
+    training_settings,
 )
+
+
+@click.command()
+@model_argument
+@click.option("--slice", "slice_path", required=True, type=click.Path(dir_okay=False),
+              help="slice.json made for MODEL: its kept neurons are the ones trained.")
+@click.option("--data", "data_spec", required=True, metavar="DATA", help=f"Training data. {DATA_HELP}")
+@click.option("--eval-data", "eval_spec", metavar="DATA", default=None,
+              help="Data for the reported accuracies (default: --data).")
+@click.option("--attack", type=click.Choice(sorted(ATTACKS)), default="fgsm", show_default=True,
+              help="torchattacks attack generating the adversarial samples.")
+@click.option("--eps", type=float, default=None,
+              help=f"L-infinity budget in input units (default {DEFAULT_EPS_FRACTION} x the input range).")
+@click.option("--clip", nargs=2, type=float, default=None, metavar="MIN MAX",
+              help="Valid input range that adversarial samples are clamped to (default: min and max of --data).")
+@click.option("--train", "train", type=click.Choice(["critical", "all"]), default="critical", show_default=True,
+              help="critical: only the slice's kept neurons (and the classifier); all: the full-training baseline.")
+@training_options
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write out.onnx.")
+@data_options
+@json_option
+@reports_errors
+def readapt(model: str, slice_path: str, data_spec: str, eval_spec: str | None, attack: str, eps: float | None,
+            clip: tuple[float, float] | None, train: str, epochs: int, lr: float, batch_size: int,
+            weight_decay: float, seed: int, max_per_class: int | None, output: str, as_json: bool,
+            **image: object) -> None:
+    """Train only the critical neurons of MODEL on CE(x) + CE(adv(x)) -> out.onnx; reports TPR, RA, RAA."""
+    out = check_output_path(output, model, slice_path)
+    onnx_model, piece = load_model_and_slice(model, slice_path)
+    data = open_optional(data_spec, image, max_per_class)
+    eval_data = open_optional(eval_spec, image, max_per_class)
+    adapted, report = readapt_model(onnx_model, piece, data, eval_data, attack, eps, tuple(clip) if clip else None,
+                                    training_settings(epochs, lr, batch_size, weight_decay, seed), train == "all")
+    write_atomically(out, lambda tmp: onnx.save(adapted, str(tmp)))
+    emit({"output": str(out), "model": model, "slice": slice_path, **report}, as_json, format_readapt)
+
+
+def format_readapt(result: dict) -> str:
+    return "\n".join([
+        f"wrote {result['output']} ({result['attack']}, eps {result['eps']:.4g}, train {result['train']}, "
+        f"{result['epochs']} epochs on {result['samples']} samples, {result['seconds']:.1f} s)",
+        f"TPR            {result['tpr']:.2%} ({result['trained_params']:,} of {result['layer_params']:,} "
+        "neuron-layer parameters)",
+        f"clean          {result['clean_before']:.2%} -> {result['clean_after']:.2%}",
+        f"adversarial    {result['adversarial_before']:.2%} -> RA {result['ra']:.2%}",
+        f"fresh attack   RAA {result['raa']:.2%}",
+    ])

@@ -1,0 +1,54 @@
+"""Options and loading shared by `onnxslice readapt` and `onnxslice incremental`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+import onnx
+
+from onnxslice.data import DataSource
+from onnxslice.files import sha256_of
+from onnxslice.graph import find_neuron_layers, load_model
+from onnxslice.maintain.training import TrainingOptions
+from onnxslice.slicing.artifact import Slice
+from onnxslice_cli.common import open_data
+
+DATA_HELP = "A .npz with x and y, an image folder, or digits / digits:train / digits:test; optionally :CLASSES."
+
+
+def training_options(command: Callable) -> Callable:
+    """--epochs / --lr / --batch-size / --weight-decay / --seed / --max-per-class."""
+    defaults = TrainingOptions()
+    options = [
+        click.option("--epochs", type=click.IntRange(min=0), default=defaults.epochs, show_default=True),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=defaults.lr, show_default=True,
+                     help="Adam learning rate."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=defaults.batch_size, show_default=True),
+        click.option("--weight-decay", type=click.FloatRange(min=0), default=defaults.weight_decay,
+                     show_default=True, help="Adam weight decay (never moves frozen values)."),
+        click.option("--seed", type=int, default=defaults.seed, show_default=True,
+                     help="Seed of the batch order and the attacks."),
+        click.option("--max-per-class", type=click.IntRange(min=1), default=None,
+                     help="Use at most N samples per class of each data set (small, quick runs)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def training_settings(epochs: int, lr: float, batch_size: int, weight_decay: float, seed: int) -> TrainingOptions:
+    return TrainingOptions(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed)
+
+
+def load_model_and_slice(model: str, slice_path: str) -> tuple[onnx.ModelProto, Slice]:
+    """The canonical model and its slice; a slice made for another model is an InputError."""
+    onnx_model = load_model(model)
+    piece = Slice.load(slice_path)
+    piece.check_against(sha256_of(model), find_neuron_layers(onnx_model), model)
+    return onnx_model, piece
+
+
+def open_optional(spec: str | None, image: dict, max_per_class: int | None) -> DataSource | None:
+    """Open a DATA option that may be absent; the image options are not consumed (several data sets share them)."""
+    return open_data(spec, dict(image), max_per_class) if spec else None

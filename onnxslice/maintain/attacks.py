@@ -1,0 +1,71 @@
+"""Adversarial samples from torchattacks (FGSM, PGD), for any valid input range.
+
+torchattacks assumes inputs in [0, 1] and clamps to it. Data of another range [low, high] (normalised
+images, standardised features) is attacked through a wrapper that maps [0, 1] onto [low, high], so the
+attack clamps to the data's own range; ``eps`` is given in the data's units and rescaled accordingly.
+Adding an attack is one entry in :data:`ATTACKS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torchattacks
+from torch import nn
+
+from onnxslice.errors import InputError
+
+#: name -> builder(model on [0, 1] inputs, eps in [0, 1] units) -> torchattacks attack
+ATTACKS: dict[str, Callable[[nn.Module, float], torchattacks.attack.Attack]] = {
+    "fgsm": lambda model, eps: torchattacks.FGSM(model, eps=eps),
+    "pgd": lambda model, eps: torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=10, random_start=True),
+}
+#: Default budget as a fraction of the input range (0.1 on [0, 1] data).
+DEFAULT_EPS_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    name: str
+    eps: float  #: L-infinity budget in input units
+    low: float  #: valid input range
+    high: float
+
+    @classmethod
+    def create(cls, name: str, eps: float | None, clip: tuple[float, float] | None, x: np.ndarray) -> AttackSpec:
+        """Fill in the range from the data's min and max and eps from the range where not given."""
+        low, high = clip if clip else (float(x.min()), float(x.max()))
+        if not high > low:
+            raise InputError(f"--clip: the input range [{low}, {high}] is empty")
+        eps = DEFAULT_EPS_FRACTION * (high - low) if eps is None else eps
+        if eps <= 0:
+            raise InputError(f"--eps must be positive, got {eps}")
+        return cls(name, eps, low, high)
+
+
+class _UnitRange(nn.Module):
+    """``scores`` on inputs rescaled from [0, 1] to [low, high]."""
+
+    def __init__(self, scores: Callable[[torch.Tensor], torch.Tensor], owner: nn.Module, low: float,
+                 high: float) -> None:
+        super().__init__()
+        self.owner = owner  # registered so that torchattacks finds the parameters (and their device)
+        self.scores, self.low, self.high = scores, low, high
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.scores(self.low + z * (self.high - self.low))
+
+
+def adversarial(spec: AttackSpec, scores: Callable[[torch.Tensor], torch.Tensor], owner: nn.Module,
+                x: np.ndarray, y: np.ndarray, seed: int = 0, batch_size: int = 256) -> np.ndarray:
+    """Adversarial counterparts of ``x`` against ``scores`` (the module ``owner``'s class scores)."""
+    span = spec.high - spec.low
+    attack = ATTACKS[spec.name](_UnitRange(scores, owner, spec.low, spec.high), spec.eps / span)
+    torch.manual_seed(seed)
+    z = torch.from_numpy(np.clip((x - spec.low) / span, 0.0, 1.0).astype(np.float32))
+    labels = torch.from_numpy(y.astype(np.int64))
+    out = [attack(z[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, len(labels), batch_size)]
+    return (spec.low + torch.cat(out).detach().numpy() * span).astype(np.float32)

@@ -1,0 +1,51 @@
+"""What re-adaptation and incremental development share: settings, data as arrays, accuracy through ONNX."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from onnxslice.data import DataSource
+from onnxslice.graph import LayerScan
+from onnxslice.runtime import Runner
+
+#: Probe samples on which the written model is checked against the trained PyTorch module.
+PROBE_SAMPLES = 16
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """Adam settings; the defaults are those measured in benchmarks/rq_maintenance.py (digits MLP)."""
+
+    epochs: int = 30
+    lr: float = 5e-3
+    batch_size: int = 64
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+def prepared_arrays(model: onnx.ModelProto, data: DataSource) -> tuple[np.ndarray, np.ndarray]:
+    """All samples shaped for the model and their labels; labels the model cannot output are an InputError."""
+    x, y = Runner.create(model, "cpu").prepare(data).arrays()
+    return np.ascontiguousarray(x, np.float32), y.astype(np.int64)
+
+
+def onnx_accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
+    """Fraction of samples whose highest class score (onnxruntime, CPU) is the label."""
+    runner = Runner.create(model, "cpu")
+    hits = sum(int((runner.run(x[i:i + batch_size])[0].argmax(axis=1) == y[i:i + batch_size]).sum())
+               for i in range(0, len(y), batch_size))
+    return hits / max(len(y), 1)
+
+
+def neuron_vectors(scan: LayerScan, chosen: dict[str, list[int]], default: bool) -> dict[str, np.ndarray]:
+    """Per layer a boolean vector over its neurons: True for the ``chosen`` indices; layers not named get
+    ``default`` for every neuron."""
+    vectors = {}
+    for layer in scan.layers:
+        vector = np.full(layer.size, default if layer.name not in chosen else False)
+        vector[list(chosen.get(layer.name, []))] = True
+        vectors[layer.name] = vector
+    return vectors

@@ -1,0 +1,141 @@
+"""`onnxslice readapt`: train only the critical neurons against adversarial samples.
+
+Oracles: the ONNX initializers of the original vs. the written model (non-critical neurons bit-identical,
+critical ones trained); the trained parameter ratio recomputed from the slice and the ONNX weight shapes;
+onnxruntime accuracies of the written model on its own; exit code 2 and one line for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from click.testing import CliRunner
+
+from onnxslice.data import load_data
+from onnxslice.files import sha256_of
+from onnxslice.graph import find_neuron_layers, load_model
+from onnxslice.slicing.artifact import LayerSlice, Slice
+from onnxslice_cli.main import cli
+from tests.helpers import CNN, MLP, export_onnx, random_npz
+from tests.test_roundtrip import changed_neurons, mean_activation_slice, neuron_rows
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def readapt_json(*args: str) -> dict:
+    code, out, err = run("readapt", *args, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def expected_tpr(model_path, piece: Slice) -> float:
+    """Trained entries over all per-neuron entries of the neuron layers: kept hidden neurons and every neuron of
+    the classifier layer, counted from the ONNX tensors."""
+    model = load_model(model_path)
+    trained = total = 0
+    for layer, tensors in zip(find_neuron_layers(model).layers, neuron_rows(model), strict=True):
+        per_neuron = sum(t.size // layer.size for t in tensors)
+        kept = len(piece.layers[layer.name].kept) if layer.name in piece.layers else layer.size
+        trained += per_neuron * kept
+        total += per_neuron * layer.size
+    return trained / total
+
+
+@pytest.fixture(scope="module")
+def mlp_slice(tmp_path_factory: pytest.TempPathFactory):
+    path = tmp_path_factory.mktemp("readapt") / "mlp.json"
+    mean_activation_slice(MLP, load_data("digits:train").cap_per_class(20)).save(path)
+    return path
+
+
+def test_readapt_trains_only_the_critical_neurons(tmp_path, mlp_slice) -> None:
+    """The written model's non-critical neurons are bit-identical to the original's; the critical ones and the
+    classifier moved; TPR is the slice's share of the neuron-layer parameters; accuracies are fractions."""
+    out = tmp_path / "out.onnx"
+    result = readapt_json(str(MLP), "--slice", str(mlp_slice), "--data", "digits:train", "--max-per-class", "30",
+                          "--epochs", "3", "--weight-decay", "0.01", "-o", str(out))
+    piece = Slice.load(mlp_slice)
+    original, adapted = load_model(MLP), load_model(out)
+    for layer, changed in zip(find_neuron_layers(original).layers, changed_neurons(original, adapted), strict=True):
+        critical = np.zeros(layer.size, bool)
+        critical[piece.layers[layer.name].kept if layer.name in piece.layers else slice(None)] = True
+        assert not changed[~critical].any(), f"{layer.name}: a frozen neuron moved"
+        assert changed[critical].mean() > 0.9, f"{layer.name}: critical neurons were not trained"
+    assert result["tpr"] == pytest.approx(expected_tpr(MLP, piece))
+    for key in ("ra", "raa", "clean_before", "clean_after", "adversarial_before"):
+        assert 0 <= result[key] <= 1
+    assert result["clean_before"] == pytest.approx(0.9766, abs=0.03)  # 30 samples per class of digits:train
+    assert result["ra"] > result["adversarial_before"], "training on the adversarial set did not help on it"
+    assert result["seconds"] > 0 and result["attack"] == "fgsm" and result["eps"] == pytest.approx(0.1)
+
+
+def test_train_all_is_the_full_training_baseline(tmp_path, mlp_slice) -> None:
+    """--train all: TPR 1 and the non-critical neurons move too."""
+    out = tmp_path / "all.onnx"
+    result = readapt_json(str(MLP), "--slice", str(mlp_slice), "--data", "digits:train", "--max-per-class", "10",
+                          "--epochs", "2", "--train", "all", "--attack", "pgd", "-o", str(out))
+    assert result["tpr"] == 1.0
+    changed = changed_neurons(load_model(MLP), load_model(out))
+    assert all(c.mean() > 0.5 for c in changed)  # neurons dead on every sample get no gradient
+
+
+def test_readapt_cnn_with_pgd_keeps_frozen_filters(tmp_path) -> None:
+    """A conv model (residual Add, stride-2 conv, Flatten -> Gemm): frozen filters and rows bit-identical."""
+    piece_path = tmp_path / "cnn.json"
+    mean_activation_slice(CNN, load_data("digits:train").cap_per_class(10), keep=0.25).save(piece_path)
+    out = tmp_path / "cnn.onnx"
+    readapt_json(str(CNN), "--slice", str(piece_path), "--data", "digits:train", "--eval-data", "digits:test",
+                 "--max-per-class", "8", "--epochs", "1", "--attack", "pgd", "--eps", "0.05", "-o", str(out))
+    piece = Slice.load(piece_path)
+    original = load_model(CNN)
+    for layer, changed in zip(find_neuron_layers(original).hidden, changed_neurons(original, load_model(out)),
+                              strict=False):
+        frozen = np.ones(layer.size, bool)
+        frozen[piece.layers[layer.name].kept] = False
+        assert not changed[frozen].any(), layer.name
+
+
+@pytest.mark.slow
+def test_readapt_torchvision_resnet(tmp_path) -> None:
+    """resnet18 (random weights, BatchNormalization kept) at 32x32 on tiny random data: the round trip trains and
+    writes a model whose frozen neurons (weights, BN scale and shift) are bit-identical."""
+    torch.manual_seed(0)
+    path = export_onnx(torchvision.models.resnet18(num_classes=4), (3, 32, 32), tmp_path / "r18.onnx",
+                       keep_batchnorm=True)
+    data = random_npz(tmp_path / "d.npz", (3, 32, 32), classes=4, per_class=2)
+    model = load_model(path)
+    layers = {layer.name: LayerSlice(layer.size, list(range(0, layer.size, 2))) for layer in
+              find_neuron_layers(model).hidden}
+    Slice(model_sha256=sha256_of(path), layers=layers).save(tmp_path / "s.json")
+    out = tmp_path / "out.onnx"
+    result = readapt_json(str(path), "--slice", str(tmp_path / "s.json"), "--data", str(data), "--epochs", "1",
+                          "--batch-size", "4", "-o", str(out))
+    assert 0.4 < result["tpr"] < 0.6
+    for layer, changed in zip(find_neuron_layers(model).hidden, changed_neurons(model, load_model(out)),
+                              strict=False):
+        assert not changed[1::2].any(), layer.name
+
+
+def test_slice_of_another_model_is_refused(tmp_path, mlp_slice) -> None:
+    """A slice whose sha256 is another model's: exit 2, one line naming the model, nothing written."""
+    out = tmp_path / "out.onnx"
+    code, _, err = run("readapt", str(CNN), "--slice", str(mlp_slice), "--data", "digits", "-o", str(out))
+    assert code == 2 and err.count("\n") == 1 and "made for another model" in err and str(CNN) in err
+    assert not out.exists()
+
+
+def test_labels_the_model_cannot_output_are_refused(tmp_path, mlp_slice) -> None:
+    """Data with label 12 for a 10-class model: exit 2, one line naming the data, nothing written."""
+    data = tmp_path / "bad.npz"
+    np.savez(data, x=np.zeros((4, 64), np.float32), y=np.array([0, 1, 2, 12]))
+    out = tmp_path / "out.onnx"
+    code, _, err = run("readapt", str(MLP), "--slice", str(mlp_slice), "--data", str(data), "-o", str(out))
+    assert code == 2 and err.count("\n") == 1 and "label 12" in err and "bad.npz" in err
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
