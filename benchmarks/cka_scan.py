@@ -16,21 +16,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # a shared machine: one BLAS thre
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+from timing import best_time  # noqa: E402
 
 from onnxslice.slicing.cka import cka_from_scratch, prefix_cka, similarity_matrix  # noqa: E402
-
-
-def best_time(run, repeats: int) -> float:
-    """The shortest of ``repeats`` wall-clock timings (the machine is shared and noisy)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -29,6 +27,8 @@ import torchvision
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from timing import interleaved  # noqa: E402
 
 from onnxslice.data import DataSource, load_data  # noqa: E402
 from onnxslice.graph import load_model  # noqa: E402
@@ -53,16 +53,6 @@ def forward_backward(module: torch.nn.Module, data: DataSource, shape: tuple[int
 def profiling(path: Path, data: DataSource, metric: str, max_per_class: int = DEFAULT_MAX_PER_CLASS) -> None:
     profile_model(path, data, [metric], max_per_class, device="cpu", progress=False)
 
-
-def interleaved(repeats: int, runs: dict[str, Callable[[], object]]) -> dict[str, float]:
-    """Best time of each run, the runs taking turns so that a slow spell of the machine hits them all."""
-    best = dict.fromkeys(runs, float("inf"))
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
 
 
 def repeated(source: DataSource, samples: int) -> DataSource:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from click.testing import CliRunner
+from timing import best_time
 
 from onnxslice.data import load_data
 from onnxslice.profile import Profile, profile_model
@@ -27,14 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"mlp": ROOT / "models" / "mlp_digits.onnx", "cnn": ROOT / "models" / "cnn_digits.onnx"}
 CASES = [("semantic", {"theta": 0.95}), ("global", {"ratio": 0.5}), ("category", {"ratio": 0.5})]
 
-
-def best_time(run, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

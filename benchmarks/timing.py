@@ -1,0 +1,22 @@
+"""Wall-clock timing for the benchmark scripts: best of several runs (these machines are shared and noisy)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+def best_time(run: Callable[[], object], repeats: int) -> float:
+    """The shortest of ``repeats`` wall-clock timings of ``run()``, in seconds."""
+    return interleaved(repeats, {"run": run})["run"]
+
+
+def interleaved(repeats: int, runs: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Best time of each run, the runs taking turns so that a slow spell of the machine hits them all."""
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
