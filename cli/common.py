@@ -10,10 +10,14 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+import onnx
 
 from onnxslice.data import DataSource, ImageOptions, load_data
 from onnxslice.errors import InputError
+from onnxslice.files import sha256_of
+from onnxslice.graph import find_neuron_layers, load_model
 from onnxslice.runtime import DEVICES
+from onnxslice.slicing.artifact import Slice
 
 log = logging.getLogger("onnxslice")
 
@@ -92,6 +96,14 @@ def open_data(spec: str, options: dict, max_per_class: int | None = None) -> Dat
     )
     options.pop("image_size", None)
     return load_data(spec, image, max_per_class)
+
+
+def load_model_and_slice(model: str, slice_path: str) -> tuple[onnx.ModelProto, Slice]:
+    """The canonical model and its slice; a slice made for another model is an InputError."""
+    onnx_model = load_model(model)
+    piece = Slice.load(slice_path)
+    piece.check_against(sha256_of(model), find_neuron_layers(onnx_model), model)
+    return onnx_model, piece
 
 
 def not_implemented(name: str, summary: str) -> click.Command:

@@ -10,10 +10,17 @@ from onnxslice.errors import InputError
 from onnxslice.files import check_output_path, write_atomically
 from onnxslice.maintain.incremental import incremental as learn_incrementally
 from onnxslice.maintain.incremental import old_categories
-from onnxslice_cli.common import data_options, emit, json_option, log, model_argument, reports_errors
+from onnxslice_cli.common import (
+    data_options,
+    emit,
+    json_option,
+    load_model_and_slice,
+    log,
+    model_argument,
+    reports_errors,
+)
 from onnxslice_cli.maintain_options import (
     DATA_HELP,
-    load_model_and_slice,
     open_optional,
     training_options,
     training_settings,

@@ -5,13 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import click
-import onnx
 
 from onnxslice.data import DataSource
-from onnxslice.files import sha256_of
-from onnxslice.graph import find_neuron_layers, load_model
 from onnxslice.maintain.training import TrainingOptions
-from onnxslice.slicing.artifact import Slice
 from onnxslice_cli.common import open_data
 
 DATA_HELP = "A .npz with x and y, an image folder, or digits / digits:train / digits:test; optionally :CLASSES."
@@ -39,14 +35,6 @@ def training_options(command: Callable) -> Callable:
 
 def training_settings(epochs: int, lr: float, batch_size: int, weight_decay: float, seed: int) -> TrainingOptions:
     return TrainingOptions(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed)
-
-
-def load_model_and_slice(model: str, slice_path: str) -> tuple[onnx.ModelProto, Slice]:
-    """The canonical model and its slice; a slice made for another model is an InputError."""
-    onnx_model = load_model(model)
-    piece = Slice.load(slice_path)
-    piece.check_against(sha256_of(model), find_neuron_layers(onnx_model), model)
-    return onnx_model, piece
 
 
 def open_optional(spec: str | None, image: dict, max_per_class: int | None) -> DataSource | None:

@@ -6,14 +6,12 @@ import click
 import numpy as np
 import onnx
 
-from onnxslice.files import check_output_path, sha256_of, write_atomically
-from onnxslice.graph import find_neuron_layers, load_model
+from onnxslice.files import check_output_path, write_atomically
 from onnxslice.runtime import input_name, make_session
-from onnxslice.slicing.artifact import Slice
 from onnxslice.slicing.summary import neuron_fraction, parameter_fraction
 from onnxslice.stats import fixed_input_shape
 from onnxslice.surgery.mask import mask_model
-from onnxslice_cli.common import emit, json_option, log, model_argument, reports_errors
+from onnxslice_cli.common import emit, json_option, load_model_and_slice, log, model_argument, reports_errors
 
 
 @click.command()
@@ -26,9 +24,7 @@ from onnxslice_cli.common import emit, json_option, log, model_argument, reports
 def mask(model: str, slice_path: str, output: str, as_json: bool) -> None:
     """Zero the non-critical neurons of SLICE where their consumers read them; shapes unchanged -> masked.onnx."""
     out = check_output_path(output, model, slice_path)
-    onnx_model = load_model(model)
-    piece = Slice.load(slice_path)
-    piece.check_against(sha256_of(model), find_neuron_layers(onnx_model), model)
+    onnx_model, piece = load_model_and_slice(model, slice_path)
     masked = mask_model(onnx_model, piece.kept())
     onnx.checker.check_model(masked)
     check_runs(onnx_model, masked)

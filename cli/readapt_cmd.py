@@ -8,10 +8,9 @@ import onnx
 from onnxslice.files import check_output_path, write_atomically
 from onnxslice.maintain.attacks import ATTACKS, DEFAULT_EPS_FRACTION
 from onnxslice.maintain.readapt import readapt as readapt_model
-from onnxslice_cli.common import data_options, emit, json_option, model_argument, reports_errors
+from onnxslice_cli.common import data_options, emit, json_option, load_model_and_slice, model_argument, reports_errors
 from onnxslice_cli.maintain_options import (
     DATA_HELP,
-    load_model_and_slice,
     open_optional,
     training_options,
     training_settings,

@@ -15,13 +15,11 @@ from pathlib import Path
 import click
 import onnx
 
-from onnxslice.files import check_output_path, sha256_of, write_atomically
-from onnxslice.graph import find_neuron_layers, load_model
-from onnxslice.slicing.artifact import Slice
+from onnxslice.files import check_output_path, write_atomically
 from onnxslice.stats import count_macs, count_params, measure_latency
 from onnxslice.surgery.restructure import restructure as restructure_model
 from onnxslice.surgery.verify import VerificationError, is_large, save_model, verify
-from onnxslice_cli.common import device_option, emit, json_option, model_argument, reports_errors
+from onnxslice_cli.common import device_option, emit, json_option, load_model_and_slice, model_argument, reports_errors
 
 
 @click.command()
@@ -42,9 +40,7 @@ def restructure(model: str, slice_path: str, output: str, latency_batch: int, de
     shrunk (coupled to something not understood) are kept whole and listed with the reason.
     """
     out = check_output_path(output, model, slice_path)
-    original = load_model(model)
-    piece = Slice.load(slice_path)
-    piece.check_against(sha256_of(model), find_neuron_layers(original), model)
+    original, piece = load_model_and_slice(model, slice_path)
     kept = piece.kept()
     pruned, report = restructure_model(original, kept)
     try:
