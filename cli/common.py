@@ -18,12 +18,14 @@ from onnxslice.files import sha256_of
 from onnxslice.graph import find_neuron_layers, load_model
 from onnxslice.runtime import DEVICES
 from onnxslice.slicing.artifact import Slice
+from onnxslice.surgery.verify import VerificationError
 
 log = logging.getLogger("onnxslice")
 
 
 def reports_errors(command: Callable) -> Callable:
-    """Turn an InputError into one line on stderr and exit code 2; anything else is exit code 1."""
+    """Turn an InputError into one line on stderr and exit code 2; a failed verification or anything else is
+    one line and exit code 1."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -32,6 +34,9 @@ def reports_errors(command: Callable) -> Callable:
         except InputError as exc:
             click.echo(f"onnxslice: error: {exc}", err=True)
             sys.exit(2)
+        except VerificationError as exc:  # a rewrite we refuse to write: our failure, exit 1
+            click.echo(f"onnxslice: error: {exc}", err=True)
+            sys.exit(1)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - the last resort for bugs: exit 1, still one line

@@ -1,8 +1,79 @@
-"""`onnxslice compress`: not implemented yet (its issue has not landed)."""
+"""`onnxslice compress`: restructure with a slice, then unstructured pruning inside what is left -> out.onnx."""
 
-from onnxslice_cli.common import not_implemented
+from __future__ import annotations
 
-compress = not_implemented(
-    "compress",
-    "Restructure, then unstructured pruning inside the critical neurons -> out.onnx.",
+import click
+import onnx
+
+from onnxslice.compress.loop import DEFAULT_MAX_DROP, DEFAULT_MAX_ITERATIONS, DEFAULT_STEP
+from onnxslice.compress.loop import compress as run_compress
+from onnxslice.compress.methods import METHODS, make_method
+from onnxslice.files import check_output_path, write_atomically
+from onnxslice.graph import load_model
+from onnxslice_cli.common import (
+    data_options,
+    device_option,
+    emit,
+    json_option,
+    load_model_and_slice,
+    model_argument,
+    open_data,
+    reports_errors,
 )
+
+
+@click.command()
+@model_argument
+@click.option("--slice", "slice_path", type=click.Path(dir_okay=False), default=None,
+              help="slice.json made for MODEL: restructure with it first. Without it, prune the original "
+                   "model (the baseline of the paper's Table 4).")
+@click.option("--data", "data_spec", required=True, metavar="DATA",
+              help="Labelled data the accuracy is measured on (a .npz, an image folder, digits:test, ...).")
+@click.option("--method", type=click.Choice(list(METHODS)), required=True,
+              help="lamp: LAMP scores (Lee et al. 2020); global: global magnitude; uniform: Uniform+ (Gale et al. "
+                   "2019: a first Conv dense, last layer >= 20%); erk: Erdos-Renyi-Kernel densities (Evci et al.).")
+@click.option("--step", type=float, default=DEFAULT_STEP, show_default=True,
+              help="Each iteration prunes this fraction of the weights still left: sparsity 1 - (1 - STEP)^k.")
+@click.option("--max-drop", type=float, default=DEFAULT_MAX_DROP, show_default=True,
+              help="Stop before accuracy falls more than this (absolute) below the original model's.")
+@click.option("--max-iterations", type=click.IntRange(min=1), default=DEFAULT_MAX_ITERATIONS, show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the compressed model (zeros stored dense).")
+@device_option
+@data_options
+@json_option
+@reports_errors
+def compress(model: str, slice_path: str | None, data_spec: str, method: str, step: float, max_drop: float,
+             max_iterations: int, output: str, device: str, as_json: bool, **image: object) -> None:
+    """Restructure MODEL with SLICE, then prune its weights by METHOD at rising sparsity while the accuracy on
+    DATA stays within MAX_DROP of the original's; report CR, NI and MA.
+
+    CR is the parameter reduction versus the original model (zeros count as removed), NI the number of
+    pruning iterations kept, MA the accuracy of the written model. The written ONNX stores the zeros;
+    the report says how much a sparse (CSR) format of the pruned weights would save.
+    """
+    out = check_output_path(output, model, slice_path, data_spec)
+    if slice_path:
+        original, piece = load_model_and_slice(model, slice_path)
+        kept = piece.kept()
+    else:
+        original, kept = load_model(model), None
+    data = open_data(data_spec, image)
+    result = run_compress(original, data, make_method(method), kept, step, max_drop, device, max_iterations)
+    write_atomically(out, lambda tmp: onnx.save(result.model, str(tmp)))
+    emit({"output": str(out), "model": model, "slice": slice_path, "method": method, "step": step,
+          "max_drop": max_drop, "data": data.name, **result.to_json()}, as_json, format_compress)
+
+
+def format_compress(result: dict) -> str:
+    storage = result["storage"]
+    lines = [f"wrote {result['output']} ({result['method']}"
+             + (f" inside the slice {result['slice']})" if result["slice"] else ", no slice)"),
+             f"CR  {result['cr']:.2%}   parameters {result['params_nonzero']:,} non-zero of "
+             f"{result['params_original']:,} in the original ({result['params_dense']:,} stored)",
+             f"NI  {result['ni']}   ({result['evaluations']} evaluated; stopped: {result['stopped']})",
+             f"MA  {result['ma']:.4f}   original {result['accuracy_original']:.4f}"
+             + (f", restructured {result['accuracy_start']:.4f}" if result["slice"] else ""),
+             f"pruned weights: sparsity {result['sparsity']:.2%}; {storage['dense_bytes']:,} bytes dense, "
+             f"{storage['csr_bytes']:,} as CSR ({storage['csr_saving']:.1%} saved)"]
+    return "\n".join(lines)

@@ -1,5 +1,110 @@
-"""`onnxslice sweep`: not implemented yet (its issue has not landed)."""
+"""`onnxslice sweep`: the paper's Figure 5 — parameters removed vs accuracy for many slices of one profile."""
 
-from onnxslice_cli.common import not_implemented
+from __future__ import annotations
 
-sweep = not_implemented("sweep", "Accuracy vs parameters removed for many thresholds, strategies and metrics (+ plot).")
+from pathlib import Path
+
+import click
+
+from onnxslice.compress.deeparc import DEFAULT_THRESHOLD
+from onnxslice.compress.sweep import (
+    DEFAULT_RATIOS,
+    DEFAULT_THETAS,
+    SLICING_STRATEGIES,
+    parse_strategies,
+    parse_values,
+    points_csv,
+    save_plot,
+)
+from onnxslice.compress.sweep import (
+    sweep as run_sweep,
+)
+from onnxslice.errors import InputError
+from onnxslice.evaluate import accuracy
+from onnxslice.files import check_output_path, sha256_of, write_atomically
+from onnxslice.graph import load_model
+from onnxslice.profile.artifact import Profile
+from onnxslice.profile.metrics import METRICS
+from onnxslice.profile.profiler import DEFAULT_MAX_PER_CLASS, profile_model
+from onnxslice_cli.common import (
+    data_options,
+    device_option,
+    emit,
+    json_option,
+    model_argument,
+    open_data,
+    reports_errors,
+)
+
+
+@click.command()
+@model_argument
+@click.option("--data", "data_spec", required=True, metavar="DATA",
+              help="Data to profile MODEL on (and to evaluate on, unless --eval-data is given).")
+@click.option("--eval-data", "eval_spec", default=None, metavar="DATA",
+              help="Data the accuracy of every slice is measured on, e.g. digits:test (default: --data).")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
+              help="A profile.npz of MODEL with the metrics asked for: slice from it instead of profiling.")
+@click.option("--metric", "metrics", type=click.Choice(sorted(METRICS)), multiple=True,
+              help="Contribution metric (repeat for several; default taylor).")
+@click.option("--strategies", default=",".join(SLICING_STRATEGIES), show_default=True,
+              help="Comma-separated: semantic, global, category, deeparc.")
+@click.option("--thetas", default=DEFAULT_THETAS, show_default=True,
+              help="Semantic Θ values: START:STOP:STEP or a list.")
+@click.option("--ratios", default=DEFAULT_RATIOS, show_default=True,
+              help="Global / category ratios: START:STOP:STEP or a list.")
+@click.option("--deeparc-threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
+              help="DeepArc: consecutive layers with CKA above this form one module.")
+@click.option("--max-per-class", type=click.IntRange(min=1), default=DEFAULT_MAX_PER_CLASS, show_default=True,
+              help="Samples per category for the CKA statistics (and DeepArc's layer similarities).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write the plot (PNG).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write the points as CSV.")
+@device_option
+@data_options
+@json_option
+@reports_errors
+def sweep(model: str, data_spec: str, eval_spec: str | None, profile_path: str | None, metrics: tuple[str, ...],
+          strategies: str, thetas: str, ratios: str, deeparc_threshold: float, max_per_class: int,
+          plot_path: str | None, csv_path: str | None, device: str, as_json: bool, **image: object) -> None:
+    """Profile MODEL once, slice it at every Θ / ratio for every strategy and metric, mask and evaluate each:
+    fraction of parameters removed vs accuracy (the paper's Figure 5), as a table, JSON, CSV and plot."""
+    chosen = parse_strategies(strategies)
+    theta_values, ratio_values = parse_values(thetas, "--thetas"), parse_values(ratios, "--ratios")
+    outputs = [check_output_path(path, model, profile_path) for path in (plot_path, csv_path) if path]
+    metrics = metrics or ("taylor",)
+    onnx_model = load_model(model)
+    data = open_data(data_spec, dict(image))
+    eval_data = open_data(eval_spec, dict(image)) if eval_spec else data
+    if profile_path:
+        profile = Profile.load(profile_path)
+        profile.check_against(sha256_of(model), profile_path, model)
+        missing = [m for m in metrics if m not in profile.metrics]
+        if missing:
+            raise InputError(f"{profile_path}: the profile has no {', '.join(missing)} "
+                             f"(it has {', '.join(profile.metrics)})")
+        profile.metrics = list(metrics)
+    elif any(s != "deeparc" for s in chosen):
+        profile = profile_model(model, data, metrics, max_per_class, device)
+    else:
+        profile = None
+    points = run_sweep(onnx_model, profile, eval_data, chosen, theta_values, ratio_values,
+                       data.cap_per_class(max_per_class), deeparc_threshold, device)
+    original = accuracy(onnx_model, eval_data, device)["accuracy"]
+    if plot_path:
+        write_atomically(outputs.pop(0), lambda tmp: save_plot(points, tmp, Path(model).name, original))
+    if csv_path:
+        write_atomically(outputs.pop(0), lambda tmp: tmp.write_text(points_csv(points)))
+    emit({"model": model, "data": data.name, "eval_data": eval_data.name, "accuracy_original": original,
+          "plot": plot_path, "csv": csv_path, "points": points}, as_json, format_sweep)
+
+
+def format_sweep(result: dict) -> str:
+    lines = [f"{result['model']}: profiled on {result['data']}, evaluated on {result['eval_data']} "
+             f"(original accuracy {result['accuracy_original']:.4f})",
+             f"{'strategy':<10}{'metric':<10}{'setting':>16}{'removed':>10}{'accuracy':>10}"]
+    for p in result["points"]:
+        setting = next(f"{k}={p[k]:g}" for k in ("theta", "ratio", "threshold") if p.get(k) is not None)
+        lines.append(f"{p['strategy']:<10}{p['metric'] or '-':<10}{setting:>16}{p['compression']:>10.2%}"
+                     f"{p['accuracy']:>10.4f}")
+    lines += [f"wrote {path}" for path in (result["plot"], result["csv"]) if path]
+    return "\n".join(lines)

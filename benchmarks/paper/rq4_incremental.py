@@ -1,0 +1,114 @@
+"""RQ4 (paper §5.5, Table 6): incremental development — learn task B without forgetting task A.
+
+Task A = digits 0-4, task B = digits 5-9. For each bundled architecture a task-A model is trained on
+digits:train:0-4 (``models/train.py``'s seeded recipe, 10 outputs) and exported; its semantic slice
+(``common.choose_slice`` on task A) marks the neurons to keep. ``onnxslice incremental`` then learns task B
+(digits:train:5-9) with: ``--train all`` (plain retraining), the same plus replay of 5% / 10% / 100% of
+task A's training data, the semantic slice (its neurons frozen), and the slice plus 10% replay. Task A is
+measured on digits:test:0-4, task B on digits:test:5-9, as the command reports them (``task_a`` on the
+old-task model it writes; ``task_a_new_model`` on the new model). Writes ``rq4.md``.
+
+    python benchmarks/paper/rq4_incremental.py [--epochs 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from common import (
+    HERE,
+    METRIC,
+    MODELS,
+    ROOT,
+    TRAIN,
+    choose_slice,
+    provenance,
+    quiet_torch,
+    run_cli,
+    table,
+    write,
+)
+
+from onnxslice.data import load_data
+
+TASK_A, TASK_B = "0-4", "5-9"
+#: Table 6 of the paper, MLP-MNIST and MLP-FMNIST: method -> (task A, task B, mean) per setting, in %.
+PAPER = {
+    "Original": [(98.92, 0.00, 49.46), (97.44, 0.00, 48.72)],
+    "Retrain": [(0.00, 98.50, 49.25), (2.78, 83.28, 43.03)],
+    "Replay 5%": [(87.54, 98.32, 92.93), (83.96, 83.14, 83.55)],
+    "Replay 10%": [(91.86, 98.13, 95.00), (87.90, 83.20, 85.55)],
+    "Replay 100%": [(97.20, 97.48, 97.34), (94.44, 81.78, 88.11)],
+    "NeuSemSlice": [(98.89, 97.20, 98.04), (92.12, 82.08, 87.10)],
+    "NeuSemSlice+Replay 10%": [(98.94, 97.17, 98.05), (96.96, 81.90, 89.43)],
+}
+#: method -> (what is trained, replay fraction or None)
+RUNS = {"Retrain": ("all", None), "Replay 5%": ("all", 0.05), "Replay 10%": ("all", 0.1),
+        "Replay 100%": ("all", 1.0), "NeuSemSlice": ("non-critical", None),
+        "NeuSemSlice+Replay 10%": ("non-critical", 0.1)}
+FIELDS = ("task_a", "task_b", "mean", "task_a_new_model")
+
+
+def task_a_model(name: str, folder: Path) -> Path:
+    """The architecture ``name`` trained on task A only, exported to ONNX."""
+    sys.path.insert(0, str(ROOT / "models"))
+    try:
+        from train import export, model_input, train
+    finally:
+        sys.path.remove(str(ROOT / "models"))
+    x, y = load_data(f"{TRAIN}:{TASK_A}").arrays()
+    module = train(name, model_input(name, x), y)
+    path = folder / f"{name}_task_a.onnx"
+    export(module, model_input(name, x[:2]), path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=30)
+    args = parser.parse_args()
+    quiet_torch()
+    train_a, test_a = load_data(f"{TRAIN}:{TASK_A}"), load_data(f"digits:test:{TASK_A}")
+    measured: dict[str, dict[str, tuple]] = {}
+    notes = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name in MODELS:
+            arch = name.split("-")[0].lower()
+            path = task_a_model(arch, folder)
+            theta, removed, masked, piece = choose_slice(path, train_a, test_a, 0.005)
+            slice_path = folder / f"{arch}.json"
+            piece.save(slice_path)
+            for method, (train_what, replay) in RUNS.items():
+                out = folder / f"{arch}-{method.replace(' ', '_').replace('%', '').replace('+', '_')}.onnx"
+                extra = ["--replay", f"{TRAIN}:{TASK_A}", "--replay-fraction", str(replay)] if replay else []
+                result = run_cli("incremental", str(path), "--slice", str(slice_path), "--data", f"{TRAIN}:{TASK_B}",
+                                 "--eval-data", f"digits:test:{TASK_B}", "--old-eval-data", f"digits:test:{TASK_A}",
+                                 "--train", train_what, "--epochs", str(args.epochs), *extra, "-o", str(out))
+                measured.setdefault(method, {})[name] = tuple(result[k] for k in FIELDS)
+                measured.setdefault("Original", {})[name] = (result["task_a_before"], result["task_b_before"],
+                                                             (result["task_a_before"] + result["task_b_before"]) / 2,
+                                                             result["task_a_before"])
+                print(name, method, measured[method][name], flush=True)
+            notes.append(f"{name}: task-A model {measured['Original'][name][0]:.2%} on task A; semantic slice "
+                         f"Θ = {theta:.2f} ({METRIC}) on task A, {removed:.2%} of the parameters outside it, masked "
+                         f"accuracy {masked:.2%} on task A.")
+    header = ["method", *(f"{name} {c}" for name in MODELS for c in ("task A", "task B", "mean", "task A, new model")),
+              *(f"paper {s} {c}" for s in ("MLP-MNIST", "MLP-FMNIST") for c in ("task A", "task B", "mean"))]
+    rows = [[method, *(v for name in MODELS for v in measured.get(method, {}).get(name, (None,) * 4)),
+             *(f"{v:.2f}%" for setting in paper for v in setting)] for method, paper in PAPER.items()]
+    write(HERE / "rq4.md", "\n".join([
+        f"# RQ4: incremental development (paper Table 6)\n\n{provenance()}\n",
+        f"Task A = digits {TASK_A}, task B = digits {TASK_B}; trained on digits:train, measured on digits:test, "
+        f"{args.epochs} epochs. Retrain / Replay = `onnxslice incremental --train all`; NeuSemSlice = "
+        "`--train non-critical` (the slice's neurons frozen). `task A` is what the command reports as task_a "
+        "(on the old-task model it writes: frozen parameters with the slice's mask; the new model itself when "
+        "nothing is frozen); `task A, new model` is the new model on task A. DeepArc: not measured.\n",
+        *(f"- {note}" for note in notes), "", table(header, rows)]))
+
+
+if __name__ == "__main__":
+    main()

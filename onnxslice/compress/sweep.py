@@ -1,0 +1,142 @@
+"""The comparison of slicing methods (paper §5.2, Figure 5): parameters removed vs accuracy of the masked model.
+
+The model is profiled once for all metrics; every strategy then slices at every Θ (semantic) or ratio
+(global, category) from that one profile, and each slice is masked and evaluated. The compression of a
+point is the fraction of the model's parameters the mask removes (effective parameters of the masked
+model, :func:`onnxslice.slicing.summary.parameter_fraction`). DeepArc (layer removal, see
+:mod:`onnxslice.compress.deeparc`) adds one point per threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import onnx
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from onnxslice.compress.deeparc import deeparc
+from onnxslice.data import DataSource
+from onnxslice.errors import InputError
+from onnxslice.evaluate import accuracy
+from onnxslice.profile.artifact import Profile
+from onnxslice.slicing.strategies import make_strategy, select
+from onnxslice.slicing.summary import neuron_fraction, parameter_fraction
+from onnxslice.stats import count_params
+from onnxslice.surgery.mask import mask_model
+
+log = logging.getLogger(__name__)
+
+SLICING_STRATEGIES = ("semantic", "global", "category")
+ALL_STRATEGIES = (*SLICING_STRATEGIES, "deeparc")
+DEFAULT_THETAS = "0.90:0.99:0.01"
+DEFAULT_RATIOS = "0.1:1.0:0.1"
+
+
+def parse_values(text: str, option: str) -> list[float]:
+    """``start:stop:step`` (stop included) or a comma-separated list."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(part) for part in text.split(":"))
+            if step <= 0 or stop < start:
+                raise ValueError
+            count = int(round((stop - start) / step)) + 1
+            return [round(start + i * step, 10) for i in range(count)]
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"{option} {text}: expected START:STOP:STEP (STOP >= START, STEP > 0) or a list "
+                         "such as 0.9,0.95") from None
+
+
+def parse_strategies(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in ALL_STRATEGIES]
+    if unknown or not names:
+        raise InputError(f"--strategies {text}: choose from {', '.join(ALL_STRATEGIES)}")
+    return names
+
+
+def sweep(model: onnx.ModelProto, profile: Profile | None, data: DataSource, strategies: Sequence[str],
+          thetas: Sequence[float], ratios: Sequence[float], deeparc_data: DataSource | None = None,
+          deeparc_threshold: float = 0.99, device: str = "auto") -> list[dict]:
+    """One point per strategy × metric × Θ / ratio: ``compression`` and ``accuracy`` of the masked model on
+    ``data``; DeepArc's point (metric None) is measured on the model with its redundant layers removed.
+    ``profile`` may be None when DeepArc is the only strategy."""
+    points = []
+    for strategy in (s for s in strategies if s in SLICING_STRATEGIES):
+        if profile is None:
+            raise InputError(f"--strategies {strategy} needs a profile of the model")
+        key = "theta" if strategy == "semantic" else "ratio"
+        for metric in profile.metrics:
+            for value in (thetas if strategy == "semantic" else ratios):
+                chosen = make_strategy(strategy, **{key: value})
+                piece = select(profile, metric, chosen)
+                fraction = parameter_fraction(model, piece)["fraction"]
+                score = accuracy(mask_model(model, piece.kept()), data, device)["accuracy"]
+                points.append({"strategy": strategy, "metric": metric, key: value, "compression": 1.0 - fraction,
+                               "accuracy": score, "neuron_fraction": neuron_fraction(piece)})
+                log.info("%s %s %s=%s: compression %.4f accuracy %.4f", strategy, metric, key, value,
+                         1.0 - fraction, score)
+    if "deeparc" in strategies:
+        result = deeparc(model, deeparc_data or data, deeparc_threshold, device)
+        points.append({"strategy": "deeparc", "metric": None, "threshold": deeparc_threshold,
+                       "compression": 1.0 - count_params(result.model) / count_params(model),
+                       "accuracy": accuracy(result.model, data, device)["accuracy"], **result.to_json()})
+    return points
+
+
+def plot_sweep(points: Sequence[dict], axes: Axes, title: str, original_accuracy: float | None = None) -> None:
+    """One line per strategy × metric (compression vs accuracy, in %): colour by strategy, line style and
+    marker by metric; DeepArc as a star."""
+    colours = dict(zip(SLICING_STRATEGIES, matplotlib.colormaps["tab10"].colors, strict=False))
+    metrics = sorted({p["metric"] for p in points if p["metric"] is not None})
+    styles = {metric: (["-", "--", ":", "-."][i % 4], "os^dv"[i % 5]) for i, metric in enumerate(metrics)}
+    for strategy in SLICING_STRATEGIES:
+        for metric in metrics:
+            line = sorted((p for p in points if p["strategy"] == strategy and p["metric"] == metric),
+                          key=lambda p: p["compression"])
+            if line:
+                style, marker = styles[metric]
+                axes.plot([100 * p["compression"] for p in line], [100 * p["accuracy"] for p in line], style,
+                          marker=marker, markersize=4, color=colours[strategy], label=f"{strategy} ({metric})")
+    for point in (p for p in points if p["strategy"] == "deeparc"):
+        axes.plot(100 * point["compression"], 100 * point["accuracy"], "*", markersize=14, color="black",
+                  label=f"DeepArc (CKA > {point['threshold']})")
+    if original_accuracy is not None:
+        axes.axhline(100 * original_accuracy, color="grey", linewidth=0.8, label="original model")
+    axes.set_xlabel("parameters removed (%)")
+    axes.set_ylabel("accuracy (%)")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+
+
+def save_plot(points: Sequence[dict], path: str | Path, title: str, original_accuracy: float | None = None) -> None:
+    figure = Figure(figsize=(7, 5))
+    plot_sweep(points, figure.subplots(), title, original_accuracy)
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=120)
+
+
+def points_csv(points: Sequence[dict]) -> str:
+    """The points as CSV: strategy, metric, theta, ratio, threshold, compression, accuracy."""
+    columns = ["strategy", "metric", "theta", "ratio", "threshold", "compression", "accuracy"]
+    rows = [",".join(columns)]
+    for point in points:
+        rows.append(",".join("" if point.get(c) is None else (f"{point[c]:.6g}" if isinstance(point[c], float)
+                                                               else str(point[c])) for c in columns))
+    return "\n".join(rows) + "\n"
+
+
+def best_at(points: Sequence[dict], compression: float) -> dict[tuple[str, str | None], float]:
+    """Per strategy × metric, the best accuracy among points removing at least ``compression``."""
+    best: dict[tuple[str, str | None], float] = {}
+    for point in points:
+        if point["compression"] >= compression:
+            key = (point["strategy"], point["metric"])
+            best[key] = max(best.get(key, -np.inf), point["accuracy"])
+    return best
