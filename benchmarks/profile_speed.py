@@ -58,13 +58,12 @@ def profiling(path: Path, data: DataSource, metric: str, max_per_class: int = DE
 def repeated(source: DataSource, samples: int) -> DataSource:
     """``samples`` samples cycling through ``source`` (labels stay balanced), produced on demand."""
     index = np.arange(samples) % len(source)
-    return DataSource(f"{source.name} x{samples}", source.labels[index], lambda idx: source.samples(index[idx]),
-                      source.sample_shape)
+    return source.subset(index, f"{source.name} x{samples}")
 
 
 def random_data(samples: int, shape: tuple[int, ...]) -> DataSource:
     x = np.random.default_rng(0).standard_normal((samples, *shape)).astype(np.float32)
-    return DataSource("random", np.arange(samples) % 10, lambda idx: x[idx], shape)
+    return DataSource.from_arrays("random", x, np.arange(samples) % 10)
 
 
 def main() -> None:

@@ -45,6 +45,11 @@ class DataSource:
     _load: object = field(repr=False)  # callable(indices) -> float32 array (n, *sample_shape)
     sample_shape: tuple[int, ...] = ()
 
+    @classmethod
+    def from_arrays(cls, name: str, x: np.ndarray, y: np.ndarray) -> DataSource:
+        """A data set held in memory: samples ``x`` (N, ...) and integer labels ``y`` (N,)."""
+        return cls(name, y, lambda idx: x[idx], tuple(x.shape[1:]))
+
     def __len__(self) -> int:
         return len(self.labels)
 
@@ -206,7 +211,7 @@ def _load_npz(path: Path) -> DataSource:
         raise InputError(f"{path}: 'x' has {len(x)} samples but 'y' has {len(y)} labels")
     labels = _check_labels(str(path), y)
     x = x.astype(np.float32, copy=False)
-    return DataSource(str(path), labels, lambda idx: x[idx], tuple(x.shape[1:]))
+    return DataSource.from_arrays(str(path), x, labels)
 
 
 def load_digits(split: str = "all") -> DataSource:
@@ -224,7 +229,7 @@ def load_digits(split: str = "all") -> DataSource:
         index = np.sort(train if split == "train" else test)
     x, y = x[index], y[index]
     name = "digits" if split == "all" else f"digits:{split}"
-    return DataSource(name, y, lambda idx: x[idx], tuple(x.shape[1:]))
+    return DataSource.from_arrays(name, x, y)
 
 
 def _load_image_folder(root: Path, options: ImageOptions) -> DataSource:

@@ -32,6 +32,7 @@ from torch import nn
 from onnxslice.graph import LayerScan, NeuronLayer, canonicalize, constant_values, consumers_of, find_neuron_layers
 from onnxslice.maintain.training import TrainingOptions
 from onnxslice.runtime import input_name, make_session, scores_output
+from onnxslice.surgery.verify import VerificationError
 from onnxslice.torch_bridge import MAX_TORCH_OPSET, TorchModel, module_name, to_torch
 
 #: The written model must match the trained PyTorch module on probe inputs within these tolerances.
@@ -223,7 +224,7 @@ def check_matches(trainable: Trainable, exported: onnx.ModelProto, example: np.n
     got = make_session(exported, "cpu").run([scores_output(exported)[0]],
                                             {input_name(exported): example.astype(np.float32)})[0]
     if not np.allclose(got, expected, rtol=EXPORT_RTOL, atol=EXPORT_ATOL):
-        raise RuntimeError(f"the exported model differs from the trained PyTorch module "
+        raise VerificationError(f"the exported model differs from the trained PyTorch module "
                            f"(max abs diff {np.abs(got - expected).max():.3g})")
     return float(np.abs(got - expected).max())
 
@@ -233,7 +234,7 @@ def match_layers(original: LayerScan, exported: LayerScan) -> dict[str, str]:
     pairs = list(zip(original.layers, exported.layers, strict=False))
     if len(original.layers) != len(exported.layers) or any(
             (a.op_type, a.size, a.is_output) != (b.op_type, b.size, b.is_output) for a, b in pairs):
-        raise RuntimeError("the exported model's neuron layers do not match the original's "
+        raise VerificationError("the exported model's neuron layers do not match the original's "
                            f"({[(a.op_type, a.size) for a in original.layers]} vs "
                            f"{[(b.op_type, b.size) for b in exported.layers]})")
     return {a.name: b.name for a, b in pairs}

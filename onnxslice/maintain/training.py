@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 
 from onnxslice.data import DataSource
+from onnxslice.evaluate import accuracy
 from onnxslice.graph import LayerScan
 from onnxslice.runtime import Runner
 
@@ -34,10 +35,7 @@ def prepared_arrays(model: onnx.ModelProto, data: DataSource) -> tuple[np.ndarra
 
 def onnx_accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
     """Fraction of samples whose highest class score (onnxruntime, CPU) is the label."""
-    runner = Runner.create(model, "cpu")
-    hits = sum(int((runner.run(x[i:i + batch_size])[0].argmax(axis=1) == y[i:i + batch_size]).sum())
-               for i in range(0, len(y), batch_size))
-    return hits / max(len(y), 1)
+    return accuracy(model, DataSource.from_arrays("arrays", x, y), "cpu", batch_size)["accuracy"]
 
 
 def neuron_vectors(scan: LayerScan, chosen: dict[str, list[int]], default: bool) -> dict[str, np.ndarray]:
