@@ -6,7 +6,8 @@ import click
 import numpy as np
 import onnx
 
-from onnxslice.files import check_output_path, write_atomically
+from onnxslice.files import check_output_path
+from onnxslice.large import check_model, write_model
 from onnxslice.runtime import input_name, make_session
 from onnxslice.slicing.summary import neuron_fraction, parameter_fraction
 from onnxslice.stats import fixed_input_shape
@@ -26,10 +27,11 @@ def mask(model: str, slice_path: str, output: str, as_json: bool) -> None:
     out = check_output_path(output, model, slice_path)
     onnx_model, piece = load_model_and_slice(model, slice_path)
     masked = mask_model(onnx_model, piece.kept())
-    onnx.checker.check_model(masked)
+    check_model(masked)
     check_runs(onnx_model, masked)
-    write_atomically(out, lambda tmp: onnx.save(masked, str(tmp)))
-    emit({"output": str(out), "model": model, "slice": slice_path, **parameter_fraction(onnx_model, piece),
+    data = write_model(masked, out)
+    emit({"output": str(out), "model": model, "slice": slice_path, "external_data": data,
+          **parameter_fraction(onnx_model, piece),
           "neuron_fraction": neuron_fraction(piece),
           "zeroed": {name: layer.size - len(layer.kept) for name, layer in piece.layers.items()}},
          as_json, format_mask)
@@ -51,5 +53,6 @@ def check_runs(original: onnx.ModelProto, masked: onnx.ModelProto) -> None:
 
 def format_mask(result: dict) -> str:
     zeroed = sum(result["zeroed"].values())
-    return (f"wrote {result['output']}: {zeroed} neurons zeroed in {len(result['zeroed'])} layers "
+    weights = f" (weights in {result['external_data']})" if result["external_data"] else ""
+    return (f"wrote {result['output']}{weights}: {zeroed} neurons zeroed in {len(result['zeroed'])} layers "
             f"({result['neuron_fraction']:.1%} of the neurons and {result['fraction']:.1%} of the parameters kept)")

@@ -7,17 +7,13 @@ failure, reported in one line, and nothing is written.
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 import click
-import onnx
 
-from onnxslice.files import check_output_path, write_atomically
+from onnxslice.files import check_output_path
+from onnxslice.large import write_model
 from onnxslice.stats import count_macs, count_params, measure_latency
 from onnxslice.surgery.restructure import restructure as restructure_model
-from onnxslice.surgery.verify import is_large, save_model, verify
+from onnxslice.surgery.verify import verify
 from onnxslice_cli.common import device_option, emit, json_option, load_model_and_slice, model_argument, reports_errors
 
 
@@ -43,7 +39,7 @@ def restructure(model: str, slice_path: str, output: str, latency_batch: int, de
     kept = piece.kept()
     pruned, report = restructure_model(original, kept)
     check = verify(original, pruned, kept, device)
-    data = _write(pruned, out)
+    data = write_model(pruned, out)
     result = {
         "output": str(out), "model": model, "slice": slice_path, "external_data": data,
         "params_before": count_params(original), "params_after": count_params(pruned),
@@ -55,19 +51,6 @@ def restructure(model: str, slice_path: str, output: str, latency_batch: int, de
         **report.to_json(),
     }
     emit(result, as_json, format_restructure)
-
-
-def _write(model: onnx.ModelProto, out: Path) -> str | None:
-    """Write all-or-nothing; a model over 2 GB gets its weights in ``<output>.data`` (returned) beside it."""
-    if not is_large(model):
-        write_atomically(out, lambda tmp: save_model(model, tmp))
-        return None
-    data_name = f"{out.name}.data"
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as folder:
-        save_model(model, Path(folder) / out.name, data_name)  # both files complete before either is moved
-        os.replace(Path(folder) / data_name, out.parent / data_name)
-        os.replace(Path(folder) / out.name, out)
-    return data_name
 
 
 def format_restructure(result: dict) -> str:

@@ -8,7 +8,9 @@ output of its element-wise tail (bias, normalisation, activation function).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
 from onnxslice.errors import InputError
+from onnxslice.large import copy_model, infer_shapes
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +67,14 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such model file")
-    try:
+    try:  # (a missing external data file is a ValidationError)
         model = onnx.load(str(path), load_external_data=True)
-    except (DecodeError, RuntimeError, ValueError, OSError) as exc:
+    except (DecodeError, RuntimeError, ValueError, OSError, onnx.checker.ValidationError) as exc:
         raise InputError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
     if not model.graph.node:
         raise InputError(f"{path}: not an ONNX model (no graph nodes)")
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(str(path))  # by path: works at any size and checks the external data files
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise InputError(f"{path}: invalid ONNX model ({_first_line(exc)})") from None
     try:
@@ -82,14 +85,21 @@ def load_model(path: str | Path) -> onnx.ModelProto:
 
 def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
     """Name every node, drop Identity nodes, fold constants and infer shapes; keeps node names."""
-    model = onnx.ModelProto.FromString(model.SerializeToString())
+    model = copy_model(model)
     _name_nodes(model.graph)
     graph = gs.import_onnx(model)
     _remove_identities(graph)
-    graph.fold_constants(error_ok=True).cleanup().toposort()
-    canonical = onnx.shape_inference.infer_shapes(export_graph(graph, like=model), data_prop=True)
+    fold_constants(graph).cleanup().toposort()
+    canonical = infer_shapes(export_graph(graph, like=model))
     _explicit_same_padding(canonical)
     return canonical
+
+
+def fold_constants(graph: gs.Graph, **options: object) -> gs.Graph:
+    """onnx-graphsurgeon's constant folding, where a part that cannot be evaluated (e.g. over protobuf's 2 GB)
+    stays unfolded; its warnings, which it prints, go to stderr (stdout may be a command's JSON)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        return graph.fold_constants(error_ok=True, **options)
 
 
 def export_graph(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:

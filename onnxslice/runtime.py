@@ -15,6 +15,7 @@ import onnxruntime as ort
 
 from onnxslice.data import DataSource
 from onnxslice.errors import InputError
+from onnxslice.large import through_file
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -38,7 +39,8 @@ def make_session(model: onnx.ModelProto, device: str = "auto", threads: int | No
     if threads:
         options.intra_op_num_threads = threads
     try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=providers_for(device))
+        return through_file(model, lambda source: ort.InferenceSession(source, options,
+                                                                       providers=providers_for(device)))
     except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError) as exc:  # type: ignore[attr-defined]
         first = str(exc).strip().splitlines()[0][:300]
         raise InputError(f"onnxruntime cannot load the model: {first}") from None

@@ -7,10 +7,8 @@ import time
 import numpy as np
 import onnx
 
-from onnxslice.graph import constant_values
+from onnxslice.large import FLOAT_TYPES, without_weights
 from onnxslice.runtime import input_name, input_shape, make_session
-
-FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
 
 def count_params(model: onnx.ModelProto) -> int:
@@ -27,7 +25,7 @@ def fixed_input_shape(model: onnx.ModelProto, batch: int = 1) -> list[int]:
 
 def count_macs(model: onnx.ModelProto) -> int:
     """Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul nodes for one sample."""
-    fixed = onnx.ModelProto.FromString(model.SerializeToString())
+    fixed = without_weights(model)
     name = input_name(fixed)
     for inp in fixed.graph.input:
         if inp.name == name:
@@ -37,20 +35,20 @@ def count_macs(model: onnx.ModelProto) -> int:
     del fixed.graph.value_info[:]
     fixed = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
     shapes = _known_shapes(fixed)
-    constants = constant_values(model)
+    weight_shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
     macs = 0
     for node in fixed.graph.node:
         out = shapes.get(node.output[0]) if node.output else None
         if out is None:
             continue
         if node.op_type in ("Conv", "ConvTranspose"):
-            weight = constants.get(node.input[1])
+            weight = weight_shapes.get(node.input[1])
             if weight is None:
                 continue
-            per_output = int(np.prod(weight.shape[1:]))
+            per_output = int(np.prod(weight[1:]))
             if node.op_type == "ConvTranspose":
                 in_shape = shapes.get(node.input[0])
-                macs += int(np.prod(in_shape)) * int(np.prod(weight.shape[1:])) if in_shape else 0
+                macs += int(np.prod(in_shape)) * per_output if in_shape else 0
             else:
                 macs += int(np.prod(out)) * per_output
         elif node.op_type in ("Gemm", "MatMul"):

@@ -13,12 +13,12 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
+from onnxslice import large
 from onnxslice.files import sha256_of
 from onnxslice.graph import find_neuron_layers, load_model
 from onnxslice.runtime import input_name, make_session
 from onnxslice.slicing.artifact import LayerSlice, Slice
 from onnxslice.stats import count_params
-from onnxslice.surgery import verify as verify_module
 from onnxslice.surgery.mask import mask_model
 from onnxslice_cli import restructure_cmd
 from onnxslice_cli.main import cli
@@ -96,7 +96,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, problem):
 def test_large_models_are_written_with_external_data(tmp_path, monkeypatch):
     """Above the size limit (lowered here) the weights go to <output>.data; the file loads and runs."""
     write_slice(MLP, tmp_path / "slice.json")
-    monkeypatch.setattr(verify_module, "EXTERNAL_DATA_BYTES", 10_000)
+    monkeypatch.setattr(large, "EXTERNAL_DATA_BYTES", 10_000)
     out = tmp_path / "pruned.onnx"
     result = CliRunner().invoke(cli, ["restructure", str(MLP), "--slice", str(tmp_path / "slice.json"),
                                       "-o", str(out), "--json", "--latency-batch", "4"])

@@ -25,6 +25,7 @@ from onnxslice.data import DataSource
 from onnxslice.errors import InputError
 from onnxslice.evaluate import accuracy
 from onnxslice.graph import constant_values, find_neuron_layers
+from onnxslice.large import copy_model
 from onnxslice.stats import FLOAT_TYPES, count_params
 from onnxslice.surgery.restructure import restructure
 from onnxslice.surgery.verify import verify
@@ -76,7 +77,7 @@ def prunable_weights(model: onnx.ModelProto) -> list[Prunable]:
 
 def with_weights(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.ModelProto:
     """A copy of ``model`` whose named initializers hold ``values``."""
-    result = onnx.ModelProto.FromString(model.SerializeToString())
+    result = copy_model(model)
     for init in result.graph.initializer:
         if init.name in values:
             init.CopyFrom(onnx.numpy_helper.from_array(np.asarray(values[init.name], np.float32), init.name))

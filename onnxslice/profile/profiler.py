@@ -22,6 +22,7 @@ from onnxslice.data import DataSource
 from onnxslice.errors import InputError
 from onnxslice.files import sha256_of
 from onnxslice.graph import NeuronLayer, find_neuron_layers, load_model
+from onnxslice.large import copy_model
 from onnxslice.profile.artifact import Profile
 from onnxslice.profile.gradients import GradientPass
 from onnxslice.profile.metrics import LayerBatch, Metric, metrics_by_name
@@ -36,7 +37,7 @@ DEFAULT_METRICS = ("avg", "var", "ens")
 
 def with_observed_outputs(model: onnx.ModelProto, layers: Sequence[NeuronLayer]) -> onnx.ModelProto:
     """A copy of ``model`` whose graph also outputs each layer's observed activation."""
-    extended = onnx.ModelProto.FromString(model.SerializeToString())
+    extended = copy_model(model)
     known = {info.name: info for info in [*extended.graph.value_info, *extended.graph.input]}
     present = {out.name for out in extended.graph.output}
     for layer in layers:

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from onnxslice.graph import NeuronLayer, constant_values, find_neuron_layers
+from onnxslice.large import copy_model
 from onnxslice.runtime import input_name, make_session
 from onnxslice.slicing.artifact import Slice
 from onnxslice.stats import count_params, fixed_input_shape
@@ -63,7 +64,7 @@ def _dropped_input_channels(model: onnx.ModelProto, kept: dict[str, list[int]], 
     is zero in the masked twin but not in the twin is zero because of the mask, not because a ReLU
     happened to be inactive on the probe.
     """
-    twin = onnx.ModelProto.FromString(model.SerializeToString())
+    twin = copy_model(model)
     for init in twin.graph.initializer:
         if init.data_type == onnx.TensorProto.FLOAT:
             value = np.abs(onnx.numpy_helper.to_array(init)) + POSITIVE_OFFSET
@@ -81,7 +82,7 @@ def _dropped_input_channels(model: onnx.ModelProto, kept: dict[str, list[int]], 
 
 
 def _read_tensors(model: onnx.ModelProto, names: list[str], probe: np.ndarray) -> list[np.ndarray]:
-    extended = onnx.ModelProto.FromString(model.SerializeToString())
+    extended = copy_model(model)
     present = {out.name for out in extended.graph.output}
     extended.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in dict.fromkeys(names)
                                  if name not in present)

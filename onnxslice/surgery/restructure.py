@@ -20,7 +20,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxslice.errors import InputError
-from onnxslice.graph import NeuronLayer, export_graph
+from onnxslice.graph import NeuronLayer, export_graph, fold_constants
+from onnxslice.large import infer_shapes
 from onnxslice.surgery.groups import ZERO_PRESERVING, ChannelGroups, Track, channel_groups
 
 
@@ -60,13 +61,13 @@ class RestructureReport:
 
 def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     """Fold shape computations that the static (non-batch) axes decide, so sizes become editable constants."""
-    model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    model = infer_shapes(model)
     while True:  # each pass can fix shapes that let the next one fold further (e.g. channel shuffles)
         graph = gs.import_onnx(model)
-        graph.fold_constants(fold_shapes=True, error_ok=True).cleanup().toposort()
+        fold_constants(graph, fold_shapes=True).cleanup().toposort()
         folded = export_graph(graph, like=model)
         del folded.graph.value_info[:]
-        folded = onnx.shape_inference.infer_shapes(folded, data_prop=True)
+        folded = infer_shapes(folded)
         if len(folded.graph.node) == len(model.graph.node):
             return folded
         model = folded
@@ -130,7 +131,7 @@ class _Editor:
                 tensor.shape = None
         self.graph.cleanup().toposort()
         model = export_graph(self.graph, like=self.groups.model)
-        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+        return infer_shapes(model)
 
     # -- what to keep ------------------------------------------------------------------------------
     def track(self, name: str) -> Track | None:

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
-from onnxslice.runtime import input_name, make_session, providers_for
+from onnxslice.large import check_model
+from onnxslice.runtime import input_name, make_session
 from onnxslice.stats import fixed_input_shape
 from onnxslice.surgery.mask import mask_model
-
-#: Models larger than this are checked, run and saved through files with external data (protobuf's 2 GB limit).
-EXTERNAL_DATA_BYTES = 2**31 - 2**26
 
 #: Allowed max |restructured - masked| relative to the largest |masked output| on the probe inputs.
 RELATIVE_TOLERANCE = 1e-4
@@ -41,11 +36,7 @@ def verify(original: onnx.ModelProto, pruned: onnx.ModelProto, kept: Mapping[str
            device: str = "cpu", batch: int = 4, seed: int = 0) -> Verification:
     """Raise VerificationError unless ``pruned`` passes the checker, runs, and matches the masked original."""
     try:
-        if is_large(pruned):
-            with tempfile.TemporaryDirectory() as folder:
-                onnx.checker.check_model(save_model(pruned, Path(folder) / "model.onnx"), full_check=True)
-        else:
-            onnx.checker.check_model(pruned, full_check=True)
+        check_model(pruned, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise VerificationError(f"the restructured model fails the ONNX checker: {_first_line(exc)}") from None
     x = probe_inputs(original, batch, seed)
@@ -65,14 +56,7 @@ def verify(original: onnx.ModelProto, pruned: onnx.ModelProto, kept: Mapping[str
 
 def _run(model: onnx.ModelProto, x: np.ndarray, device: str, what: str) -> list[np.ndarray]:
     try:
-        if not is_large(model):
-            return make_session(model, device).run(None, {input_name(model): x})
-        with tempfile.TemporaryDirectory() as folder:
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
-            path = save_model(model, Path(folder) / "model.onnx")
-            session = ort.InferenceSession(str(path), options, providers=providers_for(device))
-            return session.run(None, {input_name(model): x})
+        return make_session(model, device).run(None, {input_name(model): x})
     except Exception as exc:  # noqa: BLE001 - any failure to load or run is a failed verification
         raise VerificationError(f"onnxruntime cannot run {what}: {_first_line(exc)}") from None
 
@@ -80,21 +64,3 @@ def _run(model: onnx.ModelProto, x: np.ndarray, device: str, what: str) -> list[
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0][:300] if lines else type(exc).__name__
-
-
-def is_large(model: onnx.ModelProto) -> bool:
-    return model.ByteSize() > EXTERNAL_DATA_BYTES
-
-
-def save_model(model: onnx.ModelProto, path: str | Path, data_name: str | None = None) -> Path:
-    """Save ``model``; one over :data:`EXTERNAL_DATA_BYTES` keeps its weights in ``data_name`` (default
-    ``<file name>.data``) in the same folder."""
-    path = Path(path)
-    if is_large(model):
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)  # onnx.save turns the tensors it writes out into references, in place
-        onnx.save(copy, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=data_name or f"{path.name}.data", size_threshold=1024)
-    else:
-        onnx.save(model, str(path))
-    return path
