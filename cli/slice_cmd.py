@@ -60,7 +60,8 @@ def slice(model: str, data_spec: str | None, profile_path: str | None, metric: s
     """Select the critical neurons of MODEL per layer (semantic, global or category-wise) -> slice.json."""
     chosen = make_strategy(strategy, theta, ratio, step, centered=not uncentered)
     out = check_output_path(output, model, profile_path, data_spec)
-    scan = find_neuron_layers(load_model(model))
+    onnx_model = load_model(model)
+    scan = find_neuron_layers(onnx_model)
     if profile_path:
         profile = Profile.load(profile_path)
         profile.check_against(sha256_of(model), profile_path, model)
@@ -70,7 +71,8 @@ def slice(model: str, data_spec: str | None, profile_path: str | None, metric: s
             metric = DEFAULT_METRIC if DEFAULT_METRIC in profile.metrics else profile.metrics[0]
     elif data_spec:
         metric = metric or DEFAULT_METRIC
-        profile = profile_model(model, open_data(data_spec, image), [metric], max_per_class, device)
+        profile = profile_model(model, open_data(data_spec, image), [metric], max_per_class, device,
+                                loaded=onnx_model)
     else:
         raise InputError("--data is required (or give --profile with a profile of the model)")
     result = select(profile, metric, chosen)

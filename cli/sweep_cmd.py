@@ -84,7 +84,7 @@ def sweep(model: str, data_spec: str, eval_spec: str | None, profile_path: str |
                              f"(it has {', '.join(profile.metrics)})")
         profile.metrics = list(metrics)
     elif any(s != "deeparc" for s in chosen):
-        profile = profile_model(model, data, metrics, max_per_class, device)
+        profile = profile_model(model, data, metrics, max_per_class, device, loaded=onnx_model)
     else:
         profile = None
     points = run_sweep(onnx_model, profile, eval_data, chosen, theta_values, ratio_values,

@@ -99,15 +99,17 @@ def profile_model(
     device: str = "auto",
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
+    loaded: onnx.ModelProto | None = None,
 ) -> Profile:
     """Contributions (per metric) and CKA statistics (centred and uncentred) of every hidden neuron layer,
-    per category of ``data`` and over all of it."""
+    per category of ``data`` and over all of it. ``loaded``: the canonical model of ``model_path`` when the
+    caller has already loaded it (it is not loaded twice)."""
     chosen = metrics_by_name(metrics)
     if max_per_class < 1:
         raise InputError(f"--max-per-class must be at least 1, got {max_per_class}")
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
-    model = load_model(model_path)
+    model = loaded if loaded is not None else load_model(model_path)
     model_sha256 = sha256_of(model_path)
     scores_output(model)  # a model without class scores fails here, before any layer is looked at
     layers = find_neuron_layers(model).hidden
