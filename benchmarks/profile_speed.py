@@ -1,13 +1,15 @@
 """Profiling speed, measured in one run (these machines are noisy: read the ratios, not the seconds).
 
-1. ``avg`` profiling vs plain onnxruntime inference of the same model over the same N samples (goal ≤ 1.3×).
+1. ``avg`` profiling vs plain onnxruntime inference of the same model over the same N samples (goal ≤ 1.3×),
+   at N and at 10N samples.
 2. ``taylor`` profiling vs one forward + backward pass of the original PyTorch model over the same N samples,
    differentiating each sample's own logit (goal ≤ 1.5×).
 
 Every timing is end to end: loading the model, creating the session (and converting to PyTorch) included.
 Profiling also computes the CKA statistics H once at the end, from at most max_per_class samples per
-category: a cost that does not grow with N. "pass only" is the ratio with --max-per-class 1 (H nearly free),
-i.e. the streaming pass alone; "CKA s" is the difference, the seconds spent on H at the default cap.
+category ("kept"): a cost that does not grow with N, so the ratio falls as N grows. "pass only" is the ratio
+with --max-per-class 1 (H nearly free), i.e. the streaming pass alone; "H s" is the difference, the seconds
+spent on H at the default cap.
 
 Models: the example CNN on digits (repeated to N samples) and a random-weight torchvision resnet18 at 32x32
 on random data. Usage: python benchmarks/profile_speed.py [--samples N] [--repeats R]
@@ -54,7 +56,6 @@ def profiling(path: Path, data: DataSource, metric: str, max_per_class: int = DE
     profile_model(path, data, [metric], max_per_class, device="cpu", progress=False)
 
 
-
 def repeated(source: DataSource, samples: int) -> DataSource:
     """``samples`` samples cycling through ``source`` (labels stay balanced), produced on demand."""
     index = np.arange(samples) % len(source)
@@ -74,27 +75,38 @@ def main() -> None:
     torch.set_num_threads(1)
     resnet = torchvision.models.resnet18(weights=None, num_classes=10).eval()
     resnet_path = export_onnx(resnet, (3, 32, 32), Path(tempfile.mkdtemp()) / "resnet18.onnx")
+    digits = load_data("digits")
     cases = [
-        ("cnn_digits", CNN, repeated(load_data("digits"), 8 * args.samples), example_torch_model("cnn"), (1, 8, 8)),
-        ("resnet18 32x32", resnet_path, random_data(args.samples, (3, 32, 32)), resnet, (3, 32, 32)),
+        ("cnn_digits", CNN, lambda n: repeated(digits, n), 8 * args.samples, example_torch_model("cnn"), (1, 8, 8)),
+        ("resnet18 32x32", resnet_path, lambda n: random_data(n, (3, 32, 32)), args.samples, resnet, (3, 32, 32)),
     ]
     print(f"threads: torch 1, onnxruntime default; batch {DEFAULT_BATCH_SIZE}; max_per_class {DEFAULT_MAX_PER_CLASS}")
-    print(f"{'model':<15} {'N':>6} | {'plain s':>7} {'avg s':>7} {'ratio':>6} {'pass only':>10} {'CKA s':>6} | "
-          f"{'f+b s':>7} {'taylor s':>7} {'ratio':>6} {'pass only':>10} {'CKA s':>6}")
-    for name, path, data, module, shape in cases:
-        runs = {
-            "plain": partial(plain_inference, path, data),
-            "avg": partial(profiling, path, data, "avg"),
-            "avg pass": partial(profiling, path, data, "avg", 1),
-            "f+b": partial(forward_backward, module, data, shape),
-            "taylor": partial(profiling, path, data, "taylor"),
-            "taylor pass": partial(profiling, path, data, "taylor", 1),
-        }
-        best = interleaved(args.repeats, runs)
-        cells = [f"{best[reference]:>7.2f} {best[metric]:>7.2f} {best[metric] / best[reference]:>5.2f}x "
-                 f"{best[metric + ' pass'] / best[reference]:>9.2f}x {best[metric] - best[metric + ' pass']:>6.2f}"
-                 for reference, metric in (("plain", "avg"), ("f+b", "taylor"))]
-        print(f"{name:<15} {len(data):>6} | {' | '.join(cells)}")
+    print(f"{'model':<15} {'N':>6} {'kept':>5} | {'plain s':>7} {'avg s':>7} {'ratio':>6} {'pass only':>10} "
+          f"{'H s':>5} | {'f+b s':>7} {'taylor s':>8} {'ratio':>6} {'pass only':>10}")
+    for name, path, make_data, samples, module, shape in cases:
+        for scale in (1, 10):
+            data = make_data(scale * samples)
+            runs = {
+                "plain": partial(plain_inference, path, data),
+                "avg": partial(profiling, path, data, "avg"),
+                "avg pass": partial(profiling, path, data, "avg", 1),
+            }
+            if scale == 1:
+                runs |= {
+                    "f+b": partial(forward_backward, module, data, shape),
+                    "taylor": partial(profiling, path, data, "taylor"),
+                    "taylor pass": partial(profiling, path, data, "taylor", 1),
+                }
+            best = interleaved(args.repeats, runs)
+            kept = sum(min(int(n), DEFAULT_MAX_PER_CLASS) for n in np.bincount(data.labels))
+            line = (f"{name:<15} {len(data):>6} {kept:>5} | {best['plain']:>7.2f} {best['avg']:>7.2f} "
+                    f"{best['avg'] / best['plain']:>5.2f}x {best['avg pass'] / best['plain']:>9.2f}x "
+                    f"{best['avg'] - best['avg pass']:>5.2f} |")
+            if scale == 1:
+                line += (f" {best['f+b']:>7.2f} {best['taylor']:>8.2f} {best['taylor'] / best['f+b']:>5.2f}x "
+                         f"{best['taylor pass'] / best['f+b']:>9.2f}x")
+            print(line, flush=True)
+
 
 if __name__ == "__main__":
     main()

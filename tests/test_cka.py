@@ -19,12 +19,17 @@ from onnxslice.slicing.cka import (
     cka_from_scratch,
     live_neurons,
     prefix_cka,
-    similarity_matrix,
+    similarity_statistics,
     smallest_prefix,
 )
 from tests.helpers import CNN, MLP
 
 TOLERANCE = 1e-9
+
+
+def similarity_matrix(acts: np.ndarray, centered: bool = True) -> np.ndarray:
+    """H with every product in float64, to check the algebra (the profiler's float32 is checked separately)."""
+    return similarity_statistics(acts, np.float64).matrix(centered)
 
 
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -57,6 +62,37 @@ def test_similarity_matrix_matches_its_definition(shape, centered):
     a = acts - acts.mean(axis=0) if centered else acts
     expected = np.array([[np.sum((a[:, i].T @ a[:, j]) ** 2) for j in range(shape[1])] for i in range(shape[1])])
     assert relative_error(similarity_matrix(acts, centered), expected) <= TOLERANCE
+
+
+def definition(acts: np.ndarray, centered: bool) -> np.ndarray:
+    a = acts - acts.mean(axis=0) if centered else acts
+    return (np.einsum("nis,njt->ijst", a, a) ** 2).sum(axis=(2, 3))
+
+
+@pytest.mark.parametrize("shape", [(40, 30, 1), (10, 8, 36), (25, 64, 4)], ids=["dense", "conv", "wide"])
+@pytest.mark.parametrize(("offset", "size"), [(0.0, 1.0), (1e4, 1.0), (0.0, 1e-20), (0.5, 1e8)],
+                         ids=["plain", "mean-far-above-spread", "tiny", "huge"])
+def test_float32_statistics_match_the_float64_definition(shape, offset, size):
+    """The profiler's default float32 products give both forms of H within 1e-5 of the float64 definition
+    (relative to the largest entry), also for activations far from 1 in size (scaled before the fourth
+    powers) or whose mean is 10⁴ times their spread (centred in float64 before rounding)."""
+    acts = size * (offset + np.maximum(np.random.default_rng(6).standard_normal(shape), 0.0))
+    statistics = similarity_statistics(acts.astype(np.float32))
+    assert statistics.centred.dtype == statistics.correction.dtype == np.float32
+    for centered in (True, False):
+        expected = definition(acts.astype(np.float32).astype(np.float64), centered)
+        assert np.abs(statistics.matrix(centered) - expected).max() <= 1e-5 * np.abs(expected).max(), centered
+
+
+@pytest.mark.parametrize("model_path", [MLP, CNN], ids=["mlp-dense", "cnn-conv-and-dense"])
+def test_float32_prefix_scan_stays_within_1e_5_of_cka_from_scratch(model_path):
+    """The scan on the profiler's float32 statistics, every prefix of every real layer, both forms."""
+    for name, acts in layer_activations(model_path, per_class=3).items():
+        order = np.argsort(-acts.mean(axis=(0, 2)), kind="stable")
+        statistics = similarity_statistics(acts)
+        for centered in (True, False):
+            difference = prefix_cka(statistics.matrix(centered), order) - scratch_curve(acts, order, centered)
+            assert np.abs(difference).max() <= 1e-5, (name, centered)
 
 
 @pytest.mark.parametrize("shape", [(40, 30, 1), (10, 8, 36), (25, 64, 4)], ids=["dense", "conv", "wide"])

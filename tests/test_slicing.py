@@ -23,7 +23,7 @@ from onnxslice.errors import InputError
 from onnxslice.graph import load_model
 from onnxslice.profile import METRICS, Profile, profile_model
 from onnxslice.slicing.artifact import LayerSlice, Slice
-from onnxslice.slicing.cka import similarity_matrix
+from onnxslice.slicing.cka import SimilarityStatistics, similarity_statistics
 from onnxslice.slicing.strategies import (
     STRATEGIES,
     CategoryStrategy,
@@ -128,12 +128,11 @@ def synthetic_profile(categories: int = 3, sizes: dict[str, int] | None = None, 
     rng = np.random.default_rng(seed)
     sizes = sizes or {"a": 12, "b": 7}
     contributions: dict[str, np.ndarray] = {}
-    similarity: dict[bool, dict[str, np.ndarray]] = {True: {}, False: {}}
+    similarity: dict[str, list[SimilarityStatistics]] = {}
     for layer, size in sizes.items():
         acts = [np.maximum(rng.standard_normal((10, size, 1)), 0) for _ in range(categories)]
         contributions[layer] = np.round(rng.random((categories + 1, size)), 1)  # rounded: ties happen
-        for centered in (True, False):
-            similarity[centered][layer] = np.stack([similarity_matrix(a, centered) for a in acts])
+        similarity[layer] = [similarity_statistics(a, np.float64) for a in acts]
     return Profile("0" * 64, "synthetic", ["avg"], list(range(categories)), sizes, dict.fromkeys(range(categories), 10),
                    {"avg": contributions}, similarity)
 
@@ -160,7 +159,7 @@ def test_ranking_orders_ties_by_index_and_nan_last():
 def test_every_layer_keeps_at_least_one_neuron():
     """A layer where nothing varies on any category still keeps its top neuron over all data."""
     profile = synthetic_profile()
-    profile.similarity[True]["b"][:] = 0.0
+    profile.similarity["b"] = [SimilarityStatistics(np.zeros((7, 7)), np.zeros((1, 7)), 1.0)] * 3
     for c in range(3):
         profile.contributions["avg"]["b"][c] = 0.0
     piece = select(profile, "avg", SemanticStrategy(0.9))

@@ -1,8 +1,9 @@
 """The profile artifact (``profile.npz``): everything slicing needs, so that slicing runs no model.
 
 Per hidden neuron layer: contributions per metric and category (plus one row over the whole data set,
-for global slicing), and the C × C CKA statistics H per category, centred and uncentred
-(see :mod:`onnxslice.slicing.cka`).
+for global slicing), and the CKA statistics H per category, centred and uncentred, stored as
+:class:`~onnxslice.slicing.cka.SimilarityStatistics` (float32 C × C centred H, its rank-(n+1) uncentred
+correction and a float64 scale).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import numpy as np
 
 from onnxslice.errors import InputError
 from onnxslice.files import write_atomically
+from onnxslice.slicing.cka import SimilarityStatistics
 
-FORMAT = "onnxslice.profile/1"
+FORMAT = "onnxslice.profile/2"
 
 
 @dataclass
@@ -29,8 +31,8 @@ class Profile:
     samples: dict[int, int]  #: samples seen per category
     #: metric -> layer -> (len(categories) + 1, C): one row per category, the last over all samples
     contributions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-    #: centred? -> layer -> (len(categories), C, C) CKA statistics H per category
-    similarity: dict[bool, dict[str, np.ndarray]] = field(default_factory=dict)
+    #: layer -> the CKA statistics per category, in the order of ``categories``
+    similarity: dict[str, list[SimilarityStatistics]] = field(default_factory=dict)
     max_per_class: int | None = None
 
     @property
@@ -45,8 +47,8 @@ class Profile:
         return rows[-1] if category is None else rows[self.categories.index(category)]
 
     def similarity_matrix(self, layer: str, category: int, centered: bool = True) -> np.ndarray:
-        """The CKA statistics H (C × C) of ``layer`` on the samples of ``category``."""
-        return self.similarity[centered][layer][self.categories.index(category)]
+        """The CKA statistics H (C × C, float64) of ``layer`` on the samples of ``category``."""
+        return self.similarity[layer][self.categories.index(category)].matrix(centered)
 
     def check_against(self, model_sha256: str, profile_path: str | Path, model_path: str | Path) -> None:
         if self.model_sha256 != model_sha256:
@@ -63,8 +65,7 @@ class Profile:
         for index, layer in enumerate(self.layer_sizes):
             for metric in self.metrics:
                 arrays[f"contrib/{metric}/{index}"] = self.contributions[metric][layer]
-            for centered, per_layer in self.similarity.items():
-                arrays[f"sim/{int(centered)}/{index}"] = per_layer[layer]
+            arrays.update(_similarity_arrays(self.similarity[layer], f"sim/{index}"))
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
@@ -81,17 +82,19 @@ class Profile:
             with np.load(path, allow_pickle=False) as archive:
                 meta = json.loads(str(archive["meta"]))
                 if meta.get("format") != FORMAT:
+                    if str(meta.get("format")).startswith(FORMAT.split("/")[0]):
+                        raise InputError(f"{path}: profile format {meta['format']} is not the {FORMAT} this "
+                                         "onnxslice reads; run onnxslice profile again")
                     raise InputError(f"{path}: not an onnxslice profile (expected format {FORMAT})")
                 layer_sizes = {name: int(size) for name, size in meta["layers"]}
                 contributions = {m: {} for m in meta["metrics"]}
-                similarity: dict[bool, dict[str, np.ndarray]] = {}
+                similarity: dict[str, list[SimilarityStatistics]] = {}
                 for index, layer in enumerate(layer_sizes):
                     for metric in meta["metrics"]:
                         contributions[metric][layer] = archive[f"contrib/{metric}/{index}"]
-                    for centered in (True, False):
-                        key = f"sim/{int(centered)}/{index}"
-                        if key in archive:
-                            similarity.setdefault(centered, {})[layer] = archive[key]
+                    similarity[layer] = [SimilarityStatistics(*stats) for stats in zip(
+                        archive[f"sim/{index}/centred"], archive[f"sim/{index}/correction"],
+                        archive[f"sim/{index}/factor"].tolist(), strict=True)]
         except InputError:
             raise
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
@@ -99,3 +102,14 @@ class Profile:
         return cls(meta["model_sha256"], meta["data"], list(meta["metrics"]), [int(c) for c in meta["categories"]],
                    layer_sizes, {int(c): int(n) for c, n in meta["samples"]}, contributions, similarity,
                    meta.get("max_per_class"))
+
+
+def _similarity_arrays(statistics: list[SimilarityStatistics], prefix: str) -> dict[str, np.ndarray]:
+    """One layer's statistics as three stacked arrays; corrections padded with zero rows (they add nothing)."""
+    rows = max(len(s.correction) for s in statistics)
+    correction = np.zeros((len(statistics), rows, statistics[0].correction.shape[1]), np.float32)
+    for k, s in enumerate(statistics):
+        correction[k, :len(s.correction)] = s.correction
+    return {f"{prefix}/centred": np.stack([s.centred for s in statistics]).astype(np.float32, copy=False),
+            f"{prefix}/correction": correction,
+            f"{prefix}/factor": np.array([s.factor for s in statistics], np.float64)}

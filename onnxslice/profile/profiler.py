@@ -27,7 +27,7 @@ from onnxslice.profile.artifact import Profile
 from onnxslice.profile.gradients import GradientPass
 from onnxslice.profile.metrics import LayerBatch, Metric, metrics_by_name
 from onnxslice.runtime import Runner, scores_output
-from onnxslice.slicing.cka import as_samples_neurons_positions, similarity_matrix
+from onnxslice.slicing.cka import SimilarityStatistics, as_samples_neurons_positions, similarity_statistics
 
 #: Samples per category kept for the CKA statistics: H from n × n kernels costs C·n² floats per layer.
 DEFAULT_MAX_PER_CLASS = 128
@@ -101,7 +101,7 @@ def profile_model(
     progress: bool = True,
     loaded: onnx.ModelProto | None = None,
 ) -> Profile:
-    """Contributions (per metric) and CKA statistics (centred and uncentred) of every hidden neuron layer,
+    """Contributions (per metric) and CKA statistics (both forms) of every hidden neuron layer,
     per category of ``data`` and over all of it. ``loaded``: the canonical model of ``model_path`` when the
     caller has already loaded it (it is not loaded twice)."""
     chosen = metrics_by_name(metrics)
@@ -139,11 +139,10 @@ def profile_model(
             bar.update(len(labels))
     contributions = {metric.name: {layer.name: metric.combine(means[layer.name].means()) for layer in layers}
                      for metric in chosen}
-    similarity: dict[bool, dict[str, np.ndarray]] = {True: {}, False: {}}
+    similarity: dict[str, list[SimilarityStatistics]] = {}
     for layer in tqdm(layers, desc="CKA statistics", unit="layer", file=sys.stderr, disable=not show):
         samples = kept.pop(layer.name)  # freed once its statistics are done
-        for centered, per_layer in similarity.items():
-            per_layer[layer.name] = _similarity(samples, len(categories), centered)
+        similarity[layer.name] = [similarity_statistics(samples.samples(row)) for row in range(len(categories))]
     return Profile(
         model_sha256=model_sha256, data=data.name, metrics=[m.name for m in chosen], categories=categories,
         layer_sizes={layer.name: layer.size for layer in layers},
@@ -157,7 +156,3 @@ def _sample_values(metrics: Sequence[Metric], batch: LayerBatch) -> dict[str, np
     for metric in metrics:
         values.update(metric.sample_values(batch))
     return values
-
-
-def _similarity(kept: CategorySamples, categories: int, centered: bool) -> np.ndarray:
-    return np.stack([similarity_matrix(kept.samples(row), centered) for row in range(categories)])

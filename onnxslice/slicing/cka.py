@@ -18,6 +18,8 @@ Conventions (they matter for the semantic scan):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -27,35 +29,79 @@ def as_samples_neurons_positions(activation: np.ndarray, channel_axis: int) -> n
     return moved.reshape(moved.shape[0], moved.shape[1], -1)
 
 
-def prepared(acts: np.ndarray, centered: bool) -> np.ndarray:
-    """Activations (n, C, S) in float64, centred over samples if asked.
+@dataclass(frozen=True)
+class SimilarityStatistics:
+    """The CKA statistics H of one layer on one set of samples, in both forms, compactly:
 
-    A neuron whose value at every position is the same for all samples is set to exactly zero when
-    centring: subtracting a floating-point mean would leave rounding noise where the kernel is zero.
+        H_centred = factor · centred,   H_uncentred = factor · (centred + correctionᵀ correction).
+
+    ``centred`` is C × C and ``correction`` r × C with r ≤ n + 1 (the uncentred form differs from the centred
+    one by a term of rank at most n + 1, see :func:`similarity_statistics`); both are kept in float32 with
+    entries of moderate size, ``factor`` (float64) carries the scale.
     """
-    a = np.asarray(acts, dtype=np.float64)
-    if not centered:
-        return a
-    constant = (a == a[:1]).all(axis=(0, 2))
-    a = a - a.mean(axis=0, keepdims=True)
-    a[:, constant] = 0.0
-    return a
+
+    centred: np.ndarray
+    correction: np.ndarray
+    factor: float
+
+    def matrix(self, centered: bool = True) -> np.ndarray:
+        """H (C × C, float64), centred or uncentred."""
+        h = self.centred.astype(np.float64)
+        if not centered:
+            correction = self.correction.astype(np.float64)
+            h += correction.T @ correction
+        return h * self.factor
 
 
-def similarity_matrix(acts: np.ndarray, centered: bool = True) -> np.ndarray:
-    """H (C × C, float64) from activations (n, C, S), in whichever space is cheaper.
+def similarity_statistics(acts: np.ndarray, dtype: type[np.floating] = np.float32) -> SimilarityStatistics:
+    """The CKA statistics of activations (n, C, S), centred and uncentred, from one product.
 
-    Feature space (dense layers, small S): H[i, j] = ‖A_iᵀ A_j‖²_F from the (C·S)² feature Gram.
-    Sample space (conv layers, large S): H = V Vᵀ with V[j] = vec(K_j), the n × n kernels.
+    With A_j = A_c,j + 1 μ_jᵀ (μ_j the mean over samples) and K_c,j 1 = 0, the cross terms cancel and
+
+        H_uncentred = H_centred + 2n · UᵀU + n² · m mᵀ = H_centred + LᵀL,   U[:, j] = A_c,j μ_j,   m_j = ‖μ_j‖²,
+
+    with L = [√(2n) U; n mᵀ] costing n·C·S. H_centred is computed from the centred activations scaled to at
+    most 1 in magnitude (so that fourth powers neither overflow nor underflow) and cast to ``dtype``
+    (float32: the activations' own precision, relative error about 1e-6; float64 to check the algebra), in
+    whichever space needs fewer multiplications:
+
+    - feature space, n·(CS)²/2: H[i, j] = ‖(A_cᵀ A_c)[block i, block j]‖²_F from the (CS)² Gram;
+    - sample space, C·n²·S + C²·n²/4: H = V Vᵀ with V[j] = the upper triangle of K_j = A_c,j A_c,jᵀ,
+      off-diagonal entries weighted √2 so that V[i]·V[j] = ⟨K_i, K_j⟩_F.
+
+    A neuron whose value at every position is the same for all samples is centred to exactly zero:
+    subtracting a floating-point mean would leave rounding noise where the kernel is zero.
     """
-    a = prepared(acts, centered)
+    a = np.asarray(acts)
     n, c, s = a.shape
-    if (c * s) ** 2 <= c * n * n:
-        flat = a.reshape(n, c * s)
-        gram = (flat.T @ flat).reshape(c, s, c, s)
-        return np.einsum("isjt,isjt->ij", gram, gram)
-    kernels = np.matmul(a.transpose(1, 0, 2), a.transpose(1, 2, 0)).reshape(c, n * n)  # batched BLAS: K_j = A_j A_jᵀ
-    return kernels @ kernels.T
+    mean = a.mean(axis=0, dtype=np.float64)
+    x = np.empty(a.shape, dtype)
+    np.subtract(a, mean, out=x, casting="same_kind")  # in float64, rounded once to dtype
+    x[:, (a == a[:1]).all(axis=(0, 2))] = 0.0
+    scale = float(np.abs(x).max()) or 1.0
+    x *= dtype(1.0 / scale)
+    mean = (mean / scale).astype(dtype)
+    if n * (c * s) ** 2 / 2 <= c * n * n * s + (c * n) ** 2 / 4:
+        flat = x.reshape(n, c * s)
+        h = _block_sums(np.square(flat.T @ flat), c, s)
+    else:
+        stacked = np.ascontiguousarray(x.transpose(1, 0, 2))
+        kernels = np.matmul(stacked, stacked.transpose(0, 2, 1)).reshape(c, n * n)
+        rows, cols = np.triu_indices(n)
+        v = np.take(kernels, rows * n + cols, axis=1)
+        v *= np.where(rows == cols, 1.0, np.sqrt(2.0)).astype(dtype)
+        h = v @ v.T
+    u = np.einsum("ncs,cs->nc", x, mean)
+    correction = np.vstack([np.sqrt(2.0 * n, dtype=dtype) * u, n * np.einsum("cs,cs->c", mean, mean)])
+    return SimilarityStatistics(h, correction, scale**4)
+
+
+def _block_sums(matrix: np.ndarray, c: int, s: int) -> np.ndarray:
+    """(C, C) sums of the S × S blocks of a (C·S) × (C·S) matrix, as two products with ones."""
+    if s == 1:
+        return matrix
+    ones = np.ones(s, matrix.dtype)
+    return (ones @ matrix.reshape(c, s, c * s)).reshape(c, c, s) @ ones
 
 
 def live_neurons(h: np.ndarray) -> np.ndarray:

@@ -101,9 +101,8 @@ class SemanticStrategy(Strategy):
     name: ClassVar[str] = "semantic"
 
     def per_category(self, profile: Profile, metric: str, layer: str) -> dict[int, list[int]]:
-        if layer not in profile.similarity.get(self.centered, {}):
-            kind = "centred" if self.centered else "uncentred"
-            raise InputError(f"the profile has no {kind} CKA statistics for layer {layer!r}")
+        if layer not in profile.similarity:
+            raise InputError(f"the profile has no CKA statistics for layer {layer!r}")
         return {c: self.critical(profile.similarity_matrix(layer, c, self.centered),
                                  profile.contribution(metric, layer, c)) for c in profile.categories}
 
