@@ -7,6 +7,11 @@ Each measurement runs in a fresh process. Two figures per run:
 The data are generated batch by batch (random, fixed seed per batch), so the data source itself
 holds nothing but the labels; N is chosen so that every category's CKA cap is already full at N.
 
+A second table shows the absolute memory of the CKA samples for a model with large activations
+(resnet18 at 224x224, about 9.5 MB of observed activations a sample): their activations kept during the
+pass (all categories at once) vs only their positions kept and the model run again per category, which
+profiling chooses by itself when the kept activations would exceed ``KEPT_BYTES``.
+
 Usage: python benchmarks/profile_memory.py [--samples N] [--metric M]...
 """
 
@@ -18,6 +23,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -29,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from onnxslice.data import DataSource  # noqa: E402
 from onnxslice.profile import profile_model  # noqa: E402
-from onnxslice.profile.profiler import DEFAULT_MAX_PER_CLASS  # noqa: E402
+from onnxslice.profile.profiler import DEFAULT_MAX_PER_CLASS, KEPT_BYTES  # noqa: E402
 from tests.helpers import CNN, export_onnx  # noqa: E402
 
 
@@ -42,17 +48,19 @@ def generated(samples: int, shape: tuple[int, ...], classes: int = 10) -> DataSo
     return DataSource(f"generated x{samples}", np.arange(samples) % classes, load, shape)
 
 
-def child(model: str, shape: tuple[int, ...], samples: int, metrics: list[str]) -> None:
+def child(model: str, shape: tuple[int, ...], samples: int, metrics: list[str], cap: int, kept_bytes: int) -> None:
     torch.set_num_threads(1)
     data = generated(samples, shape)
     profile_model(model, data.subset(np.arange(20)), metrics, device="cpu", progress=False)  # warm up the imports
     before = current_rss_kb()
     tracemalloc.start()
-    profile_model(model, data, metrics, device="cpu", progress=False)
+    start = time.perf_counter()
+    profile_model(model, data, metrics, cap, device="cpu", progress=False, kept_bytes=kept_bytes)
+    seconds = time.perf_counter() - start
     _, traced = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"traced_mb": traced / 2**20, "rss_growth_mb": (after - before) / 2**10}))
+    print(json.dumps({"traced_mb": traced / 2**20, "rss_growth_mb": (after - before) / 2**10, "seconds": seconds}))
 
 
 def current_rss_kb() -> int:
@@ -60,23 +68,25 @@ def current_rss_kb() -> int:
     return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
 
 
-def measure(model: str, shape: tuple[int, ...], samples: int, metrics: list[str]) -> dict:
-    command = [sys.executable, __file__, "--child", model, ",".join(map(str, shape)), str(samples), *metrics]
+def measure(model: str, shape: tuple[int, ...], samples: int, metrics: list[str], cap: int = DEFAULT_MAX_PER_CLASS,
+            kept_bytes: int = KEPT_BYTES) -> dict:
+    command = [sys.executable, __file__, "--child", model, ",".join(map(str, shape)), str(samples), str(cap),
+               str(kept_bytes), *metrics]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        model, shape, samples, *metrics = sys.argv[2:]
-        child(model, tuple(int(d) for d in shape.split(",")), int(samples), metrics)
+        model, shape, samples, cap, kept_bytes, *metrics = sys.argv[2:]
+        child(model, tuple(int(d) for d in shape.split(",")), int(samples), metrics, int(cap), int(kept_bytes))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=10 * DEFAULT_MAX_PER_CLASS, help="N (10 categories)")
     parser.add_argument("--metric", dest="metrics", action="append", help="default: avg and taylor")
     args = parser.parse_args()
     metrics = args.metrics or ["avg", "taylor"]
-    resnet = torchvision_resnet18()
+    resnet = torchvision_resnet18((3, 32, 32))
     print(f"metrics {', '.join(metrics)}; max_per_class {DEFAULT_MAX_PER_CLASS}; 10 categories")
     print(f"{'model':<15} {'N':>6} {'10N':>6} | {'traced MB N':>11} {'10N':>7} {'ratio':>6} | "
           f"{'RSS growth MB N':>15} {'10N':>7} {'ratio':>6}")
@@ -87,14 +97,23 @@ def main() -> None:
               f"{large['traced_mb']:>7.1f} {large['traced_mb'] / small['traced_mb']:>5.2f}x | "
               f"{small['rss_growth_mb']:>15.1f} {large['rss_growth_mb']:>7.1f} "
               f"{large['rss_growth_mb'] / max(small['rss_growth_mb'], 1e-9):>5.2f}x")
+    shape, cap = (3, 224, 224), 32
+    print(f"\nresnet18 224x224, avg, N = {10 * cap}, max_per_class {cap}, 10 categories")
+    print(f"{'CKA samples':<46} | {'traced MB':>9} | {'RSS growth MB':>13} | {'seconds':>7}")
+    large_input = torchvision_resnet18(shape)
+    for label, kept_bytes in (("activations kept during the pass", 2**40),
+                              ("positions kept, model run again per category", 0)):
+        result = measure(large_input, shape, 10 * cap, ["avg"], cap, kept_bytes)
+        print(f"{label:<46} | {result['traced_mb']:>9.1f} | {result['rss_growth_mb']:>13.1f} | "
+              f"{result['seconds']:>7.1f}")
 
 
-def torchvision_resnet18() -> str:
+def torchvision_resnet18(shape: tuple[int, ...]) -> str:
     import torchvision
 
     torch.manual_seed(0)
     path = Path(tempfile.mkdtemp()) / "resnet18.onnx"
-    return str(export_onnx(torchvision.models.resnet18(weights=None, num_classes=10), (3, 32, 32), path))
+    return str(export_onnx(torchvision.models.resnet18(weights=None, num_classes=10), shape, path))
 
 
 if __name__ == "__main__":

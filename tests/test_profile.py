@@ -20,12 +20,12 @@ import torchvision
 from captum.attr import LayerDeepLift
 from click.testing import CliRunner
 
-from onnxslice.data import load_data
+from onnxslice.data import DataSource, load_data
 from onnxslice.errors import InputError
 from onnxslice.files import sha256_of
 from onnxslice.graph import find_neuron_layers, load_model
 from onnxslice.profile import METRICS, Metric, Profile, profile_model
-from onnxslice.profile.profiler import CategorySamples, with_observed_outputs
+from onnxslice.profile.profiler import FirstSamples, with_observed_outputs
 from onnxslice_cli.profile_cmd import profile as profile_command
 from tests.helpers import CNN, MLP, MODELS, example_torch_model, export_onnx, random_npz
 
@@ -240,18 +240,36 @@ def test_gradient_metrics_through_the_onnx_round_trip_equal_the_pytorch_original
             assert_close(profile.contributions[metric][layer], value)
 
 
-def test_kept_samples_are_the_first_of_each_category_and_never_more_than_the_cap():
+@pytest.mark.parametrize("budget", [10**9, 0], ids=["kept-in-memory", "positions-only"])
+def test_kept_samples_are_the_first_of_each_category_and_never_more_than_the_cap(budget):
     """Memory bound of the CKA statistics: after any number of batches, at most ``cap`` samples per category,
-    and they are the first ones in data order (oracle: slicing the concatenated batches by hand)."""
+    and they are the first ones in data order (oracle: slicing the concatenated batches by hand), whether
+    their activations were kept as they streamed past or are observed again from their positions."""
     rng = np.random.default_rng(0)
-    kept = CategorySamples([0, 1, 2], cap=5)
     batches = [(rng.standard_normal((7, 4, 2)), rng.integers(0, 3, 7)) for _ in range(20)]
-    for activation, rows in batches:
-        kept.add(activation, rows)
     everything = np.concatenate([a for a, _ in batches])
     rows = np.concatenate([r for _, r in batches])
+    first = FirstSamples(["layer"], categories=3, cap=5, budget=budget)
+    for index, (activation, batch_rows) in enumerate(batches):
+        first.add(7 * index, batch_rows, [activation])
+    assert (first.kept is not None) == (budget > 0)
+    data = DataSource.from_arrays("batches", everything, rows)
     for row in range(3):
-        np.testing.assert_array_equal(kept.samples(row), everything[rows == row][:5].astype(np.float32))
+        kept = first.activations(row, lambda x: [x], data, batch_size=3)
+        np.testing.assert_array_equal(kept["layer"], everything[rows == row][:5])
+
+
+def test_statistics_from_positions_equal_those_kept_in_memory():
+    """A model whose CKA samples do not fit the memory budget runs again on each category's samples: the
+    statistics are those of the single pass (oracle: the same profile with the activations kept)."""
+    data = load_data("digits:test:0-2")
+    kept = profile_model(CNN, data, ["avg"], max_per_class=8, batch_size=5, progress=False)
+    again = profile_model(CNN, data, ["avg"], max_per_class=8, batch_size=5, progress=False, kept_bytes=0)
+    for layer in kept.layers:
+        for c in kept.categories:
+            for centered in (True, False):
+                assert_close(again.similarity_matrix(layer, c, centered), kept.similarity_matrix(layer, c, centered),
+                             rtol=1e-5)
 
 
 def test_a_sixth_metric_is_one_class(monkeypatch):

@@ -2,15 +2,17 @@
 
 The observed activations of the hidden neuron layers become extra graph outputs and onnxruntime reads
 them batch by batch. Per layer and category the pass keeps running sums of the metrics' per-sample
-values and the first ``max_per_class`` samples' activations, from which the CKA statistics H are
-computed at the end; nothing else is kept, so memory does not grow with the number of samples. A
-PyTorch pass over the same batches (onnx2torch) runs only when a gradient metric is asked for.
+values and the first ``max_per_class`` samples' activations (only their positions in the data when
+those would not fit in ``KEPT_BYTES``: the model then runs again on each category's samples), from
+which the CKA statistics H are computed at the end, one category at a time; nothing else is kept, so
+memory does not grow with the number of samples. A PyTorch pass over the same batches (onnx2torch)
+runs only when a gradient metric is asked for.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,8 @@ from onnxslice.slicing.cka import SimilarityStatistics, as_samples_neurons_posit
 DEFAULT_MAX_PER_CLASS = 128
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_METRICS = ("avg", "var", "ens")
+#: The CKA samples' activations are kept during the pass while they fit here (else recomputed per category).
+KEPT_BYTES = 2 * 2**30
 
 
 def with_observed_outputs(model: onnx.ModelProto, layers: Sequence[NeuronLayer]) -> onnx.ModelProto:
@@ -69,26 +73,48 @@ class CategoryMeans:
         return {name: np.vstack([total, total.sum(axis=0)]) / counts for name, total in self.sums.items()}
 
 
-class CategorySamples:
-    """The first ``cap`` samples' activations (n, C, S) of each category, in data order."""
+class FirstSamples:
+    """The first ``cap`` samples of each category, in data order: the samples of the CKA statistics.
 
-    def __init__(self, categories: Sequence[int], cap: int) -> None:
-        self.cap = cap
-        self.kept: list[list[np.ndarray]] = [[] for _ in categories]
-        self.counts = np.zeros(len(categories), np.int64)
+    Their activations are kept as they stream past while all of them fit in ``budget`` bytes (judged on the
+    first batch); beyond it only their positions in the data are kept and :meth:`activations` runs the model
+    again on one category at a time, so that memory holds one category's activations, not all of them.
+    """
 
-    def add(self, activation: np.ndarray, rows: np.ndarray) -> None:
+    def __init__(self, layers: Sequence[str], categories: int, cap: int, budget: int) -> None:
+        self.layers, self.cap, self.budget = layers, cap, budget
+        self.counts = np.zeros(categories, np.int64)
+        self.positions: list[list[np.ndarray]] = [[] for _ in range(categories)]
+        self.kept: list[dict[str, list[np.ndarray]]] | None = None  # per category, per layer, while in memory
+        self.judged = False
+
+    def add(self, start: int, rows: np.ndarray, activations: Sequence[np.ndarray]) -> None:
+        """Note a batch starting at sample ``start``: its category rows and its (n, C, S) activations per layer."""
         if self.counts.min() >= self.cap:
             return
+        if not self.judged:
+            per_sample = sum(a.nbytes for a in activations) / len(rows)
+            if len(self.counts) * self.cap * per_sample <= self.budget:
+                self.kept = [{layer: [] for layer in self.layers} for _ in self.counts]
+            self.judged = True
         for row in np.unique(rows):
-            room = self.cap - self.counts[row]
-            if room > 0:
-                taken = activation[rows == row][:room]  # a copy (fancy indexing): the batch is not retained
-                self.kept[row].append(taken.astype(np.float32, copy=False))
-                self.counts[row] += len(taken)
+            taken = np.flatnonzero(rows == row)[:self.cap - self.counts[row]]
+            self.positions[row].append(start + taken)
+            self.counts[row] += len(taken)
+            if self.kept is not None:
+                for layer, activation in zip(self.layers, activations, strict=True):
+                    self.kept[row][layer].append(activation[taken])  # a copy: the batch is not retained
 
-    def samples(self, row: int) -> np.ndarray:
-        return np.concatenate(self.kept[row])
+    def activations(self, row: int, observe: Callable[[np.ndarray], list[np.ndarray]], data: DataSource,
+                    batch_size: int) -> dict[str, np.ndarray]:
+        """(n, C, S) activations of every layer on the kept samples of category ``row`` (then forgotten)."""
+        if self.kept is not None:
+            kept, self.kept[row] = self.kept[row], {}
+            return {layer: np.concatenate(parts) for layer, parts in kept.items()}
+        positions = np.concatenate(self.positions[row])
+        batches = [observe(data.samples(positions[i:i + batch_size])) for i in range(0, len(positions), batch_size)]
+        return {layer: np.concatenate(parts) for layer, parts in zip(self.layers, zip(*batches, strict=True),
+                                                                      strict=True)}
 
 
 def profile_model(
@@ -100,10 +126,11 @@ def profile_model(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
     loaded: onnx.ModelProto | None = None,
+    kept_bytes: int = KEPT_BYTES,
 ) -> Profile:
     """Contributions (per metric) and CKA statistics (both forms) of every hidden neuron layer,
     per category of ``data`` and over all of it. ``loaded``: the canonical model of ``model_path`` when the
-    caller has already loaded it (it is not loaded twice)."""
+    caller has already loaded it (it is not loaded twice). ``kept_bytes``: see :class:`FirstSamples`."""
     chosen = metrics_by_name(metrics)
     if max_per_class < 1:
         raise InputError(f"--max-per-class must be at least 1, got {max_per_class}")
@@ -121,8 +148,15 @@ def profile_model(
     gradients = GradientPass(model, layers, device) if any(m.needs_gradients for m in chosen) else None
     categories = data.classes
     means = {layer.name: CategoryMeans(len(categories)) for layer in layers}
-    kept = {layer.name: CategorySamples(categories, max_per_class) for layer in layers}
+    first = FirstSamples([layer.name for layer in layers], len(categories), max_per_class, kept_bytes)
+
+    def observe(x: np.ndarray) -> list[np.ndarray]:
+        outputs = runner.run(x, [layer.output for layer in layers])
+        return [as_samples_neurons_positions(out, layer.channel_axis)
+                for layer, out in zip(layers, outputs, strict=True)]
+
     show = progress and sys.stderr.isatty()
+    start = 0
     # BLAS threads would fight onnxruntime's and PyTorch's own over the small per-batch products
     with threadpool_limits(1, user_api="blas"), \
             tqdm(total=len(data), desc="profile", unit="sample", file=sys.stderr, disable=not show) as bar:
@@ -130,19 +164,20 @@ def profile_model(
             rows = np.searchsorted(categories, labels)
             one_hot = np.zeros((len(categories), len(rows)))
             one_hot[rows, np.arange(len(rows))] = 1.0
-            activations = runner.run(x, [layer.output for layer in layers])
+            activations = observe(x)
             torch_batch = gradients.batch(x, labels) if gradients else None
             for layer, activation in zip(layers, activations, strict=True):
-                batch = LayerBatch(layer, as_samples_neurons_positions(activation, layer.channel_axis), torch_batch)
-                means[layer.name].add(_sample_values(chosen, batch), one_hot)
-                kept[layer.name].add(batch.activation, rows)
+                means[layer.name].add(_sample_values(chosen, LayerBatch(layer, activation, torch_batch)), one_hot)
+            first.add(start, rows, activations)
+            start += len(labels)
             bar.update(len(labels))
     contributions = {metric.name: {layer.name: metric.combine(means[layer.name].means()) for layer in layers}
                      for metric in chosen}
-    similarity: dict[str, list[SimilarityStatistics]] = {}
-    for layer in tqdm(layers, desc="CKA statistics", unit="layer", file=sys.stderr, disable=not show):
-        samples = kept.pop(layer.name)  # freed once its statistics are done
-        similarity[layer.name] = [similarity_statistics(samples.samples(row)) for row in range(len(categories))]
+    similarity: dict[str, list[SimilarityStatistics]] = {layer.name: [] for layer in layers}
+    for row in tqdm(range(len(categories)), desc="CKA statistics", unit="category", file=sys.stderr,
+                    disable=not show):
+        for layer, activation in first.activations(row, observe, data, batch_size).items():
+            similarity[layer].append(similarity_statistics(activation))
     return Profile(
         model_sha256=model_sha256, data=data.name, metrics=[m.name for m in chosen], categories=categories,
         layer_sizes={layer.name: layer.size for layer in layers},
