@@ -31,7 +31,7 @@ from onnxslice.profile.metrics import LayerBatch, Metric, metrics_by_name
 from onnxslice.runtime import Runner, scores_output
 from onnxslice.slicing.cka import SimilarityStatistics, as_samples_neurons_positions, similarity_statistics
 
-#: Samples per category kept for the CKA statistics: H from n × n kernels costs C·n² floats per layer.
+#: Samples per category for the CKA statistics: H costs about C·n²·S multiply-adds per layer and category.
 DEFAULT_MAX_PER_CLASS = 128
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_METRICS = ("avg", "var", "ens")
