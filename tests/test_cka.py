@@ -2,7 +2,7 @@
 
 Oracles: CKA recomputed from scratch from the activations by the paper's definition (Gram matrices of
 samples, double-centred for centred CKA) at every prefix; H checked against its definition
-H[i, j] = ‖A_iᵀ A_j‖²_F evaluated neuron pair by neuron pair; the brute-force first passing prefix.
+H[i, j] = ‖A_iᵀ A_j‖²_F evaluated for every neuron pair; the brute-force first passing prefix.
 """
 
 from __future__ import annotations
@@ -54,19 +54,18 @@ def layer_activations(model_path, per_class: int) -> dict[str, np.ndarray]:
             for layer, value in zip(layers, values, strict=True)}
 
 
+def definition(acts: np.ndarray, centered: bool) -> np.ndarray:
+    """H[i, j] = ‖A_iᵀ A_j‖²_F for every pair, straight from the activations (float64)."""
+    a = acts - acts.mean(axis=0) if centered else acts
+    return (np.einsum("nis,njt->ijst", a, a) ** 2).sum(axis=(2, 3))
+
+
 @pytest.mark.parametrize("shape", [(40, 30, 1), (10, 8, 36), (6, 5, 4)], ids=["dense", "conv-sample-space", "small"])
 @pytest.mark.parametrize("centered", [True, False])
 def test_similarity_matrix_matches_its_definition(shape, centered):
-    """H[i, j] = ‖A_iᵀ A_j‖²_F, pair by pair, in both the feature-space and the sample-space route."""
+    """H = its definition (every neuron pair), in both the feature-space and the sample-space route."""
     acts = np.random.default_rng(0).standard_normal(shape)
-    a = acts - acts.mean(axis=0) if centered else acts
-    expected = np.array([[np.sum((a[:, i].T @ a[:, j]) ** 2) for j in range(shape[1])] for i in range(shape[1])])
-    assert relative_error(similarity_matrix(acts, centered), expected) <= TOLERANCE
-
-
-def definition(acts: np.ndarray, centered: bool) -> np.ndarray:
-    a = acts - acts.mean(axis=0) if centered else acts
-    return (np.einsum("nis,njt->ijst", a, a) ** 2).sum(axis=(2, 3))
+    assert relative_error(similarity_matrix(acts, centered), definition(acts, centered)) <= TOLERANCE
 
 
 @pytest.mark.parametrize("shape", [(40, 30, 1), (10, 8, 36), (25, 64, 4)], ids=["dense", "conv", "wide"])
@@ -120,15 +119,16 @@ def test_prefix_scan_equals_cka_from_scratch_on_real_layers(model_path, centered
         assert relative_error(scanned[live], expected[live]) <= TOLERANCE, name
 
 
-def test_constant_neurons_have_exactly_zero_rows():
+@pytest.mark.parametrize("precision", [np.float32, np.float64])
+def test_constant_neurons_have_exactly_zero_rows(precision):
     """A neuron constant over the samples (a value such as 0.1 that float means do not reproduce) has an
     exactly zero H row when centred; an all-zero neuron has one in both forms; a constant non-zero one
-    keeps its row uncentred (it carries the paper's uncentred signal)."""
-    acts = np.random.default_rng(2).standard_normal((7, 5, 3))
+    keeps its row uncentred (it carries the paper's uncentred signal). In the profiler's float32 too."""
+    acts = np.random.default_rng(2).standard_normal((7, 5, 3)).astype(precision)
     acts[:, 1] = 0.1
     acts[:, 3] = 0.0
-    centered = similarity_matrix(acts, centered=True)
-    uncentered = similarity_matrix(acts, centered=False)
+    statistics = similarity_statistics(acts, precision)
+    centered, uncentered = statistics.matrix(centered=True), statistics.matrix(centered=False)
     assert not centered[1].any() and not centered[:, 1].any() and not centered[3].any()
     assert live_neurons(centered).tolist() == [True, False, True, False, True]
     assert live_neurons(uncentered).tolist() == [True, True, True, False, True]
