@@ -313,6 +313,21 @@ def test_cli_writes_a_profile_that_loads_back_with_the_model_hash(tmp_path):
     assert loaded.samples == direct.samples and loaded.max_per_class == 8
 
 
+def test_a_profile_of_an_older_format_asks_to_profile_again(tmp_path):
+    """Format 1 (float64 H per form) is not read as format 2: one line naming the file and what to do."""
+    path = tmp_path / "profile.npz"
+    profile_model(MLP, load_data("digits:test:0-1", max_per_class=5), ["avg"], max_per_class=3,
+                  progress=False).save(path)
+    with np.load(path) as archive:
+        arrays = dict(archive)
+    meta = json.loads(str(arrays["meta"]))
+    arrays["meta"] = np.array(json.dumps({**meta, "format": "onnxslice.profile/1"}))
+    np.savez(path, **arrays)
+    with pytest.raises(InputError, match=r"profile\.npz: profile format onnxslice\.profile/1 .* run onnxslice "
+                                         r"profile again"):
+        Profile.load(path)
+
+
 def test_cli_lists_layers_with_sizes_roles_and_skipped_nodes():
     result = CliRunner().invoke(profile_command, [str(CNN), "--list-layers", "--json"])
     assert result.exit_code == 0, result.output
