@@ -36,8 +36,8 @@ class SimilarityStatistics:
         H_centred = factor · centred,   H_uncentred = factor · (centred + correctionᵀ correction).
 
     ``centred`` is C × C and ``correction`` r × C with r ≤ n + 1 (the uncentred form differs from the centred
-    one by a term of rank at most n + 1, see :func:`similarity_statistics`); both are kept in float32 with
-    entries of moderate size, ``factor`` (float64) carries the scale.
+    one by a term of rank at most n + 1, see :func:`similarity_statistics`); both hold entries of moderate
+    size in the precision they were computed in (float32 in profiles), ``factor`` (float64) carries the scale.
     """
 
     centred: np.ndarray
