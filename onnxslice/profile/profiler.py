@@ -86,17 +86,15 @@ class FirstSamples:
         self.counts = np.zeros(categories, np.int64)
         self.positions: list[list[np.ndarray]] = [[] for _ in range(categories)]
         self.kept: list[dict[str, list[np.ndarray]]] | None = None  # per category, per layer, while in memory
-        self.judged = False
 
     def add(self, start: int, rows: np.ndarray, activations: Sequence[np.ndarray]) -> None:
         """Note a batch starting at sample ``start``: its category rows and its (n, C, S) activations per layer."""
         if self.counts.min() >= self.cap:
             return
-        if not self.judged:
+        if not self.counts.any():  # the first batch: judge whether the kept activations fit the budget
             per_sample = sum(a.nbytes for a in activations) / len(rows)
             if len(self.counts) * self.cap * per_sample <= self.budget:
                 self.kept = [{layer: [] for layer in self.layers} for _ in self.counts]
-            self.judged = True
         for row in np.unique(rows):
             taken = np.flatnonzero(rows == row)[:self.cap - self.counts[row]]
             self.positions[row].append(start + taken)
