@@ -6,6 +6,8 @@
    differentiating each sample's own logit (goal ≤ 1.5×).
 
 Every timing is end to end: loading the model, creating the session (and converting to PyTorch) included.
+The runs take turns in each of several rounds; a ratio is the median over rounds of the ratio within a
+round (robust to the slow spells of a shared machine), the seconds are the best of the rounds.
 Profiling also computes the CKA statistics H once at the end, from at most max_per_class samples per
 category ("kept"): a cost that does not grow with N, so the ratio falls as N grows. "pass only" is the ratio
 with --max-per-class 1 (H nearly free), i.e. the streaming pass alone; "H s" is the difference, the seconds
@@ -30,7 +32,7 @@ import torchvision
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from timing import interleaved  # noqa: E402
+from timing import median_ratio, rounds  # noqa: E402
 
 from onnxslice.data import DataSource, load_data  # noqa: E402
 from onnxslice.graph import load_model  # noqa: E402
@@ -70,7 +72,7 @@ def random_data(samples: int, shape: tuple[int, ...]) -> DataSource:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=2560, help="N for resnet18; the CNN gets 8N")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
     resnet = torchvision.models.resnet18(weights=None, num_classes=10).eval()
@@ -97,14 +99,15 @@ def main() -> None:
                     "taylor": partial(profiling, path, data, "taylor"),
                     "taylor pass": partial(profiling, path, data, "taylor", 1),
                 }
-            best = interleaved(args.repeats, runs)
+            times = rounds(args.repeats, runs)
+            best = {run: min(seconds) for run, seconds in times.items()}
             kept = sum(min(int(n), DEFAULT_MAX_PER_CLASS) for n in np.bincount(data.labels))
+            ratio = {run: median_ratio(times[run], times["f+b" if "taylor" in run else "plain"]) for run in runs}
             line = (f"{name:<15} {len(data):>6} {kept:>5} | {best['plain']:>7.2f} {best['avg']:>7.2f} "
-                    f"{best['avg'] / best['plain']:>5.2f}x {best['avg pass'] / best['plain']:>9.2f}x "
-                    f"{best['avg'] - best['avg pass']:>5.2f} |")
+                    f"{ratio['avg']:>5.2f}x {ratio['avg pass']:>9.2f}x {best['avg'] - best['avg pass']:>5.2f} |")
             if scale == 1:
-                line += (f" {best['f+b']:>7.2f} {best['taylor']:>8.2f} {best['taylor'] / best['f+b']:>5.2f}x "
-                         f"{best['taylor pass'] / best['f+b']:>9.2f}x")
+                line += (f" {best['f+b']:>7.2f} {best['taylor']:>8.2f} {ratio['taylor']:>5.2f}x "
+                         f"{ratio['taylor pass']:>9.2f}x")
             print(line, flush=True)
 
 

@@ -41,6 +41,8 @@ class LayerBatch:
     def spatial_mean(self) -> np.ndarray:
         """(n, C) each neuron's activation averaged over its positions (a conv channel's spatial mean)."""
         n, neurons, positions = self.activation.shape
+        if positions == 1:
+            return self.activation[:, :, 0].astype(np.float64)
         weights = np.full(positions, 1.0 / positions, self.activation.dtype)
         # a float32 BLAS product: about 1e-7 relative error, a third of the time of numpy's float64 mean
         return (self.activation.reshape(n * neurons, positions) @ weights).reshape(n, neurons).astype(np.float64)

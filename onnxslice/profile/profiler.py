@@ -11,8 +11,10 @@ runs only when a gradient metric is asked for.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -55,22 +57,26 @@ def with_observed_outputs(model: onnx.ModelProto, layers: Sequence[NeuronLayer])
 
 
 class CategoryMeans:
-    """Running float64 sums of named per-sample values (n, C), per category: memory independent of N."""
+    """Running float64 sums, per category, of per-sample values (n, C) named by (layer, value): memory
+    independent of N."""
 
     def __init__(self, categories: int) -> None:
         self.counts = np.zeros(categories, np.int64)
-        self.sums: dict[str, np.ndarray] = {}
+        self.sums: dict[tuple[str, str], np.ndarray] = {}
 
-    def add(self, values: dict[str, np.ndarray], one_hot: np.ndarray) -> None:
-        """Add a batch; ``one_hot`` (categories, n) says which category each sample belongs to."""
-        self.counts += one_hot.sum(axis=1).astype(np.int64)
-        for name, value in values.items():
-            self.sums[name] = self.sums.get(name, 0.0) + one_hot @ value
+    def add(self, rows: np.ndarray, values: dict[tuple[str, str], np.ndarray]) -> None:
+        """Add a batch: the category row of each sample and the (layer, name) values of each sample."""
+        one_hot = np.zeros((len(self.counts), len(rows)))
+        one_hot[rows, np.arange(len(rows))] = 1.0
+        self.counts += np.bincount(rows, minlength=len(self.counts))
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + one_hot @ value
 
-    def means(self) -> dict[str, np.ndarray]:
-        """Per value: (categories + 1, C) averages, one row per category and the last over all samples."""
+    def means(self, layer: str) -> dict[str, np.ndarray]:
+        """Per value of ``layer``: (categories + 1, C) averages, a row per category and the last over all samples."""
         counts = np.append(self.counts, self.counts.sum())[:, None]
-        return {name: np.vstack([total, total.sum(axis=0)]) / counts for name, total in self.sums.items()}
+        return {name: np.vstack([total, total.sum(axis=0)]) / counts
+                for (of, name), total in self.sums.items() if of == layer}
 
 
 class FirstSamples:
@@ -145,7 +151,8 @@ def profile_model(
     data = runner.prepare(data)
     gradients = GradientPass(model, layers, device) if any(m.needs_gradients for m in chosen) else None
     categories = data.classes
-    means = {layer.name: CategoryMeans(len(categories)) for layer in layers}
+    category_values = np.asarray(categories)
+    means = CategoryMeans(len(categories))
     first = FirstSamples([layer.name for layer in layers], len(categories), max_per_class, kept_bytes)
 
     def observe(x: np.ndarray) -> list[np.ndarray]:
@@ -159,33 +166,33 @@ def profile_model(
     with threadpool_limits(1, user_api="blas"), \
             tqdm(total=len(data), desc="profile", unit="sample", file=sys.stderr, disable=not show) as bar:
         for x, labels in data.batches(batch_size):
-            rows = np.searchsorted(categories, labels)
-            one_hot = np.zeros((len(categories), len(rows)))
-            one_hot[rows, np.arange(len(rows))] = 1.0
+            rows = np.searchsorted(category_values, labels)
             activations = observe(x)
             torch_batch = gradients.batch(x, labels) if gradients else None
-            for layer, activation in zip(layers, activations, strict=True):
-                means[layer.name].add(_sample_values(chosen, LayerBatch(layer, activation, torch_batch)), one_hot)
+            means.add(rows, _sample_values(chosen, [LayerBatch(layer, activation, torch_batch)
+                                                    for layer, activation in zip(layers, activations, strict=True)]))
             first.add(start, rows, activations)
             start += len(labels)
             bar.update(len(labels))
-    contributions = {metric.name: {layer.name: metric.combine(means[layer.name].means()) for layer in layers}
+    contributions = {metric.name: {layer.name: metric.combine(means.means(layer.name)) for layer in layers}
                      for metric in chosen}
     similarity: dict[str, list[SimilarityStatistics]] = {layer.name: [] for layer in layers}
-    for row in tqdm(range(len(categories)), desc="CKA statistics", unit="category", file=sys.stderr,
-                    disable=not show):
-        for layer, activation in first.activations(row, observe, data, batch_size).items():
-            similarity[layer].append(similarity_statistics(activation))
+    # a layer per core: its many small products keep one core busier than BLAS threads sharing each product
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+        for row in tqdm(range(len(categories)), desc="CKA statistics", unit="category", file=sys.stderr,
+                        disable=not show):
+            kept = first.activations(row, observe, data, batch_size)
+            for layer, statistics in zip(kept, pool.map(similarity_statistics, kept.values()), strict=True):
+                similarity[layer].append(statistics)
     return Profile(
         model_sha256=model_sha256, data=data.name, metrics=[m.name for m in chosen], categories=categories,
         layer_sizes={layer.name: layer.size for layer in layers},
-        samples={c: int(n) for c, n in zip(categories, means[layers[0].name].counts, strict=True)},
+        samples={c: int(n) for c, n in zip(categories, means.counts, strict=True)},
         contributions=contributions, similarity=similarity, max_per_class=max_per_class,
     )
 
 
-def _sample_values(metrics: Sequence[Metric], batch: LayerBatch) -> dict[str, np.ndarray]:
-    values: dict[str, np.ndarray] = {}
-    for metric in metrics:
-        values.update(metric.sample_values(batch))
-    return values
+def _sample_values(metrics: Sequence[Metric], batches: Sequence[LayerBatch]) -> dict[tuple[str, str], np.ndarray]:
+    """The metrics' named per-sample values of every layer, by (layer, name): metrics naming the same value share it."""
+    return {(batch.layer.name, name): value for batch in batches for metric in metrics
+            for name, value in metric.sample_values(batch).items()}

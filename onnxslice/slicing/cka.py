@@ -25,8 +25,9 @@ import numpy as np
 
 def as_samples_neurons_positions(activation: np.ndarray, channel_axis: int) -> np.ndarray:
     """Reshape an activation batch (N, ...) to (N, C, S) with the neurons on axis 1."""
-    moved = np.moveaxis(activation, channel_axis, 1)
-    return moved.reshape(moved.shape[0], moved.shape[1], -1)
+    if channel_axis % activation.ndim != 1:
+        activation = np.moveaxis(activation, channel_axis, 1)
+    return activation.reshape(activation.shape[0], activation.shape[1], -1)
 
 
 @dataclass(frozen=True)
