@@ -25,7 +25,9 @@ from onnxslice.errors import InputError
 from onnxslice.files import sha256_of
 from onnxslice.graph import find_neuron_layers, load_model
 from onnxslice.profile import METRICS, Metric, Profile, profile_model
-from onnxslice.profile.profiler import FirstSamples, with_observed_outputs
+from onnxslice.profile.profiler import FirstSamples, with_observed_outputs, with_spatial_means
+from onnxslice.runtime import Runner
+from onnxslice.slicing.cka import as_samples_neurons_positions
 from onnxslice_cli.profile_cmd import profile as profile_command
 from tests.helpers import CNN, MLP, MODELS, example_torch_model, export_onnx, random_npz
 
@@ -273,22 +275,77 @@ def test_statistics_from_positions_equal_those_kept_in_memory():
 
 
 def test_a_sixth_metric_is_one_class(monkeypatch):
-    """A metric registered by name is profiled like the built-in ones (oracle: avg, since max(a, 0) = a after ReLU)."""
+    """A metric registered by name is profiled like the built-in ones, and one that reads activations position by
+    position gets them at every position for all the data (oracle: numpy on activations read in one batch; a
+    metric given spatial means would get the square of the mean, not the mean of the squares)."""
 
-    class PositiveMean(Metric):
-        name = "positive_mean"
+    class SquareMean(Metric):
+        name = "square_mean"
 
         def sample_values(self, batch):
-            return {"positive": np.maximum(batch.activation, 0).mean(axis=2)}
+            return {"square": (batch.activation.astype(np.float64) ** 2).mean(axis=2)}
 
         def combine(self, means):
-            return means["positive"]
+            return means["square"]
 
-    monkeypatch.setitem(METRICS, PositiveMean.name, PositiveMean)
-    profile = profile_model(MLP, load_data("digits:test:0-1", max_per_class=5), ["avg", "positive_mean"],
-                            max_per_class=3, progress=False)
-    for layer in profile.layers:
-        assert_close(profile.contributions["positive_mean"][layer], profile.contributions["avg"][layer], rtol=1e-6)
+    monkeypatch.setitem(METRICS, SquareMean.name, SquareMean)
+    data = load_data("digits:test:0-1")
+    profile = profile_model(CNN, data, ["avg", "square_mean"], max_per_class=3, batch_size=8, progress=False)
+    x, labels = data.arrays()
+    for layer in find_neuron_layers(load_model(CNN)).hidden:
+        act = as_samples_neurons_positions(onnxruntime_activations(CNN, x)[layer.name], layer.channel_axis)
+        square = (act.astype(np.float64) ** 2).mean(axis=2)
+        expected = np.stack([square[labels == c].mean(axis=0) for c in (0, 1)] + [square.mean(axis=0)])
+        assert_close(profile.contributions["square_mean"][layer.name], expected, rtol=1e-5)
+
+
+def channels_last_model(path) -> str:
+    """A conv whose activation is observed after an NHWC Transpose, exported at opset 17 (ReduceMean's axes are
+    an attribute there, an input from opset 18 on)."""
+    module = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), Permute(), torch.nn.ReLU(), torch.nn.Flatten(),
+                                 torch.nn.Linear(8 * 8 * 4, 3))
+    return str(export_onnx(module.eval(), (1, 8, 8), path, opset=17))
+
+
+class Permute(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize("name", ["cnn", "jax_nhwc", "mlp", "channels_last_opset17"])
+def test_spatial_means_read_from_the_graph_equal_numpy_means_of_the_activations(name, tmp_path):
+    """Oracle: numpy's mean over the positions of the observed activations, read whole."""
+    path = {"cnn": CNN, "jax_nhwc": JAX_CNN, "mlp": MLP}.get(name) or channels_last_model(tmp_path / "nhwc.onnx")
+    x = load_data("digits:test").arrays()[0][:20]
+    x = x.reshape(len(x), 8, 8, 1) if path == JAX_CNN else x.reshape(len(x), -1) if path == MLP else x
+    model = load_model(path)
+    layers = find_neuron_layers(model).hidden
+    extended, names = with_spatial_means(model, layers)
+    session = ort.InferenceSession(extended.SerializeToString())
+    means = session.run(names, {session.get_inputs()[0].name: x})
+    whole = onnxruntime_activations(path, x)
+    for layer, mean in zip(layers, means, strict=True):
+        act = as_samples_neurons_positions(whole[layer.name], layer.channel_axis)
+        assert as_samples_neurons_positions(mean, layer.channel_axis).shape == (len(x), layer.size, 1)
+        assert_close(as_samples_neurons_positions(mean, layer.channel_axis)[:, :, 0], act.mean(axis=2), rtol=1e-5)
+    if name == "channels_last_opset17":
+        assert [layer.channel_axis for layer in layers] == [3]
+        assert [n.op_type for n in extended.graph.node if n.output[0] in names] == ["ReduceMean"]
+
+
+def test_once_the_cka_samples_are_taken_only_spatial_means_are_read(monkeypatch):
+    """avg, var and ens need only spatial means: batches with no sample left to keep read those outputs, not the
+    whole activations (the values themselves are checked against numpy above)."""
+    requested = []
+    run = Runner.run
+    monkeypatch.setattr(Runner, "run", lambda self, x, outputs=None: requested.append(outputs) or run(self, x, outputs))
+    model = load_model(CNN)
+    layers = find_neuron_layers(model).hidden
+    profile_model(CNN, load_data("digits:test:0-2"), ["avg", "var", "ens"], max_per_class=10, batch_size=7,
+                  progress=False)
+    whole, means = [layer.output for layer in layers], with_spatial_means(model, layers)[1]
+    assert requested[:2] == [whole, whole] and requested[-1] == means and set(map(tuple, requested)) == {
+        tuple(whole), tuple(means)}
 
 
 def test_cli_writes_a_profile_that_loads_back_with_the_model_hash(tmp_path):

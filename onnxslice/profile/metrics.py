@@ -34,7 +34,7 @@ class LayerBatch:
     """One batch seen by one neuron layer."""
 
     layer: NeuronLayer
-    activation: np.ndarray  #: (n, C, S) observed activation, read through onnxruntime
+    activation: np.ndarray  #: (n, C, S) observed activation, read through onnxruntime (see Metric.reads_positions)
     gradients: GradientBatch | None  #: the PyTorch pass over the same batch, when a metric needs gradients
 
     @cached_property
@@ -62,6 +62,10 @@ class Metric(ABC):
 
     name: ClassVar[str]
     needs_gradients: ClassVar[bool] = False
+    #: Whether :meth:`sample_values` reads ``batch.activation`` position by position. A metric that needs only
+    #: each neuron's spatial mean (or only gradients) says False: once the CKA samples are taken, the profiler
+    #: then reads just the spatial means from onnxruntime, and ``batch.activation`` holds them as one position.
+    reads_positions: ClassVar[bool] = True
 
     @abstractmethod
     def sample_values(self, batch: LayerBatch) -> dict[str, np.ndarray]:
@@ -104,6 +108,7 @@ class Avg(Metric):
     """Mean activation of each neuron (of its spatial mean, for a conv channel)."""
 
     name = "avg"
+    reads_positions = False
 
     def sample_values(self, batch: LayerBatch) -> dict[str, np.ndarray]:
         return {"mean": batch.spatial_mean}
@@ -117,6 +122,7 @@ class Var(Metric):
     """Population variance over samples of each neuron's activation (of its spatial mean, for a conv channel)."""
 
     name = "var"
+    reads_positions = False
 
     def sample_values(self, batch: LayerBatch) -> dict[str, np.ndarray]:
         return {"mean": batch.spatial_mean, "square": batch.spatial_mean_squared}
@@ -130,6 +136,7 @@ class Ens(Metric):
     """Avg and Var, each min-max normalised to [0, 1] within the layer, summed."""
 
     name = "ens"
+    reads_positions = False
 
     def sample_values(self, batch: LayerBatch) -> dict[str, np.ndarray]:
         return {**Avg().sample_values(batch), **Var().sample_values(batch)}
@@ -144,6 +151,7 @@ class Taylor(Metric):
     (Molchanov et al.): |Σ_positions activation · ∂logit/∂activation| per sample, averaged over samples."""
 
     name = "taylor"
+    reads_positions = False
     needs_gradients = True
 
     def sample_values(self, batch: LayerBatch) -> dict[str, np.ndarray]:
@@ -163,6 +171,7 @@ class DeepLift(Metric):
     """
 
     name = "deeplift"
+    reads_positions = False
     needs_gradients = True
 
     def sample_values(self, batch: LayerBatch) -> dict[str, np.ndarray]:

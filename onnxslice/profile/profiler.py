@@ -5,8 +5,9 @@ them batch by batch. Per layer and category the pass keeps running sums of the m
 values and the first ``max_per_class`` samples' activations (only their positions in the data when
 those would not fit in ``KEPT_BYTES``: the model then runs again on each category's samples), from
 which the CKA statistics H are computed at the end, one category at a time; nothing else is kept, so
-memory does not grow with the number of samples. A PyTorch pass over the same batches (onnx2torch)
-runs only when a gradient metric is asked for.
+memory does not grow with the number of samples. Once a batch holds none of those samples, metrics that
+need only each neuron's spatial mean read just the means, from a second session whose graph computes them.
+A PyTorch pass over the same batches (onnx2torch) runs only when a gradient metric is asked for.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +58,37 @@ def with_observed_outputs(model: onnx.ModelProto, layers: Sequence[NeuronLayer])
     return extended
 
 
+def with_spatial_means(model: onnx.ModelProto, layers: Sequence[NeuronLayer]) -> tuple[onnx.ModelProto, list[str]]:
+    """A copy of ``model`` whose graph also outputs each layer's spatial means, and their names: the observed
+    activation averaged over every axis but the samples' and the neurons' (kept, of size 1).
+
+    Conv channels first: GlobalAveragePool; other layouts: ReduceMean; an activation without positions, or one
+    whose rank shape inference left unknown, is output whole.
+    """
+    extended = copy_model(model)
+    graph = extended.graph
+    tensors = {info.name: info.type.tensor_type for info in [*graph.value_info, *graph.output]}
+    opset = next(o.version for o in extended.opset_import if o.domain in ("", "ai.onnx"))
+    names = []
+    for layer in layers:
+        tensor = tensors.get(layer.output)
+        rank = len(tensor.shape.dim) if tensor is not None and tensor.HasField("shape") else 2
+        axes = [axis for axis in range(1, rank) if axis != layer.channel_axis % rank]
+        name = f"{layer.output}/onnxslice_spatial_mean" if axes else layer.output
+        if axes and layer.channel_axis == 1:
+            graph.node.append(onnx.helper.make_node("GlobalAveragePool", [layer.output], [name]))
+        elif axes and opset >= 18:  # ReduceMean takes its axes as an input from opset 18 on
+            graph.initializer.append(onnx.numpy_helper.from_array(np.array(axes, np.int64), f"{name}/axes"))
+            graph.node.append(onnx.helper.make_node("ReduceMean", [layer.output, f"{name}/axes"], [name]))
+        elif axes:
+            graph.node.append(onnx.helper.make_node("ReduceMean", [layer.output], [name], axes=axes))
+        if name not in {out.name for out in graph.output}:
+            element = tensor.elem_type if tensor is not None else onnx.TensorProto.FLOAT
+            graph.output.append(onnx.helper.make_tensor_value_info(name, element, None))
+        names.append(name)
+    return extended, names
+
+
 class CategoryMeans:
     """Running float64 sums, per category, of per-sample values (n, C) named by (layer, value): memory
     independent of N."""
@@ -93,9 +126,13 @@ class FirstSamples:
         self.positions: list[list[np.ndarray]] = [[] for _ in range(categories)]
         self.kept: list[dict[str, list[np.ndarray]]] | None = None  # per category, per layer, while in memory
 
+    def wants(self, rows: np.ndarray) -> bool:
+        """Whether a batch of these category rows holds samples to keep."""
+        return bool((self.counts[rows] < self.cap).any())
+
     def add(self, start: int, rows: np.ndarray, activations: Sequence[np.ndarray]) -> None:
         """Note a batch starting at sample ``start``: its category rows and its (n, C, S) activations per layer."""
-        if self.counts.min() >= self.cap:
+        if not self.wants(rows):
             return
         if not self.counts.any():  # the first batch: judge whether the kept activations fit the budget
             per_sample = sum(a.nbytes for a in activations) / len(rows)
@@ -152,13 +189,21 @@ def profile_model(
     gradients = GradientPass(model, layers, device) if any(m.needs_gradients for m in chosen) else None
     categories = data.classes
     category_values = np.asarray(categories)
-    means = CategoryMeans(len(categories))
+    reads_positions = any(metric.reads_positions for metric in chosen)
+    averages = CategoryMeans(len(categories))
     first = FirstSamples([layer.name for layer in layers], len(categories), max_per_class, kept_bytes)
+    observed = [layer.output for layer in layers]
 
-    def observe(x: np.ndarray) -> list[np.ndarray]:
-        outputs = runner.run(x, [layer.output for layer in layers])
+    @cache
+    def spatial_means_session() -> tuple[Runner, list[str]]:
+        extended, names = with_spatial_means(model, layers)
+        return Runner.create(extended, device), names
+
+    def observe(x: np.ndarray, spatial_means_only: bool = False) -> list[np.ndarray]:
+        """(n, C, S) activations per layer, or only their (n, C, 1) spatial means."""
+        reader, outputs = spatial_means_session() if spatial_means_only else (runner, observed)
         return [as_samples_neurons_positions(out, layer.channel_axis)
-                for layer, out in zip(layers, outputs, strict=True)]
+                for layer, out in zip(layers, reader.run(x, outputs), strict=True)]
 
     show = progress and sys.stderr.isatty()
     start = 0
@@ -167,14 +212,15 @@ def profile_model(
             tqdm(total=len(data), desc="profile", unit="sample", file=sys.stderr, disable=not show) as bar:
         for x, labels in data.batches(batch_size):
             rows = np.searchsorted(category_values, labels)
-            activations = observe(x)
+            # once the batch holds no CKA sample, metrics that read no positions are given spatial means only
+            activations = observe(x, spatial_means_only=not reads_positions and not first.wants(rows))
             torch_batch = gradients.batch(x, labels) if gradients else None
-            means.add(rows, _sample_values(chosen, [LayerBatch(layer, activation, torch_batch)
+            averages.add(rows, _sample_values(chosen, [LayerBatch(layer, activation, torch_batch)
                                                     for layer, activation in zip(layers, activations, strict=True)]))
             first.add(start, rows, activations)
             start += len(labels)
             bar.update(len(labels))
-    contributions = {metric.name: {layer.name: metric.combine(means.means(layer.name)) for layer in layers}
+    contributions = {metric.name: {layer.name: metric.combine(averages.means(layer.name)) for layer in layers}
                      for metric in chosen}
     similarity: dict[str, list[SimilarityStatistics]] = {layer.name: [] for layer in layers}
     # a layer per core: its many small products keep one core busier than BLAS threads sharing each product
@@ -187,7 +233,7 @@ def profile_model(
     return Profile(
         model_sha256=model_sha256, data=data.name, metrics=[m.name for m in chosen], categories=categories,
         layer_sizes={layer.name: layer.size for layer in layers},
-        samples={c: int(n) for c, n in zip(categories, means.counts, strict=True)},
+        samples={c: int(n) for c, n in zip(categories, averages.counts, strict=True)},
         contributions=contributions, similarity=similarity, max_per_class=max_per_class,
     )
 
