@@ -6,8 +6,10 @@
    differentiating each sample's own logit (goal ≤ 1.5×).
 
 Every timing is end to end: loading the model, creating the session (and converting to PyTorch) included.
-The runs take turns in each of several rounds; a ratio is the median over rounds of the ratio within a
-round (robust to the slow spells of a shared machine), the seconds are the best of the rounds.
+Each run is timed in a fresh Python process (as the command line runs it), after the same run on 64
+samples has loaded what it uses (the data are made before the clock starts too). The runs take turns in
+each of several rounds; a ratio is the median over rounds of the ratio within a round (robust to the slow
+spells of a shared machine), the seconds are the best of the rounds.
 Profiling also computes the CKA statistics H once at the end, from at most max_per_class samples per
 category ("kept"): a cost that does not grow with N, so the ratio falls as N grows. "pass only" is the ratio
 with --max-per-class 1 (H nearly free), i.e. the streaming pass alone; "H s" is the difference, the seconds
@@ -20,8 +22,10 @@ on random data. Usage: python benchmarks/profile_speed.py [--samples N] [--repea
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
+import time
 from functools import partial
 from pathlib import Path
 
@@ -32,7 +36,7 @@ import torchvision
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from timing import median_ratio, rounds  # noqa: E402
+from timing import median_ratio  # noqa: E402
 
 from onnxslice.data import DataSource, load_data  # noqa: E402
 from onnxslice.graph import load_model  # noqa: E402
@@ -69,41 +73,73 @@ def random_data(samples: int, shape: tuple[int, ...]) -> DataSource:
     return DataSource.from_arrays("random", x, np.arange(samples) % 10)
 
 
+def random_resnet18() -> torch.nn.Module:
+    torch.manual_seed(0)  # the same weights in every process
+    return torchvision.models.resnet18(weights=None, num_classes=10).eval()
+
+
+def case(name: str, samples: int, folder: Path) -> tuple[Path, DataSource, torch.nn.Module, tuple[int, ...]]:
+    """Model file, N samples of data, PyTorch original and sample shape of a benchmark case."""
+    if name == "cnn_digits":
+        return CNN, repeated(load_data("digits"), samples), example_torch_model("cnn"), (1, 8, 8)
+    return folder / "resnet18.onnx", random_data(samples, (3, 32, 32)), random_resnet18(), (3, 32, 32)
+
+
+def time_one(run: str, name: str, samples: int, folder: Path) -> float:
+    """Seconds of one run of a case, in this process: the data are made, and the libraries the run uses loaded
+    by the same run on 64 samples, before the clock starts."""
+    torch.set_num_threads(1)
+    seconds = 0.0
+    for size in (64, samples):
+        path, data, module, shape = case(name, size, folder)
+        work = {
+            "plain": partial(plain_inference, path, data),
+            "avg": partial(profiling, path, data, "avg"),
+            "avg pass": partial(profiling, path, data, "avg", 1),
+            "f+b": partial(forward_backward, module, data, shape),
+            "taylor": partial(profiling, path, data, "taylor"),
+            "taylor pass": partial(profiling, path, data, "taylor", 1),
+        }[run]
+        start = time.perf_counter()
+        work()
+        seconds = time.perf_counter() - start
+    return seconds
+
+
+def in_fresh_process(run: str, name: str, samples: int, folder: Path) -> float:
+    """Seconds of a run timed in a new Python process, as the command line runs it (nothing left from others)."""
+    out = subprocess.run([sys.executable, __file__, "--one", run, name, str(samples), str(folder)],
+                         check=True, capture_output=True, text=True).stdout
+    return float(out.split()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=2560, help="N for resnet18; the CNN gets 8N")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--one", nargs=4, metavar=("RUN", "CASE", "N", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    resnet = torchvision.models.resnet18(weights=None, num_classes=10).eval()
-    resnet_path = export_onnx(resnet, (3, 32, 32), Path(tempfile.mkdtemp()) / "resnet18.onnx")
-    digits = load_data("digits")
-    cases = [
-        ("cnn_digits", CNN, lambda n: repeated(digits, n), 8 * args.samples, example_torch_model("cnn"), (1, 8, 8)),
-        ("resnet18 32x32", resnet_path, lambda n: random_data(n, (3, 32, 32)), args.samples, resnet, (3, 32, 32)),
-    ]
-    print(f"threads: torch 1, onnxruntime default; batch {DEFAULT_BATCH_SIZE}; max_per_class {DEFAULT_MAX_PER_CLASS}")
+    if args.one:
+        run, name, samples, folder = args.one
+        print(time_one(run, name, int(samples), Path(folder)))
+        return
+    folder = Path(tempfile.mkdtemp())
+    export_onnx(random_resnet18(), (3, 32, 32), folder / "resnet18.onnx")
+    print(f"threads: torch 1, onnxruntime default; batch {DEFAULT_BATCH_SIZE}; max_per_class {DEFAULT_MAX_PER_CLASS}; "
+          f"{args.repeats} rounds, every run in a fresh process")
     print(f"{'model':<15} {'N':>6} {'kept':>5} | {'plain s':>7} {'avg s':>7} {'ratio':>6} {'pass only':>10} "
           f"{'H s':>5} | {'f+b s':>7} {'taylor s':>8} {'ratio':>6} {'pass only':>10}")
-    for name, path, make_data, samples, module, shape in cases:
+    for name, samples in (("cnn_digits", 8 * args.samples), ("resnet18 32x32", args.samples)):
         for scale in (1, 10):
-            data = make_data(scale * samples)
-            runs = {
-                "plain": partial(plain_inference, path, data),
-                "avg": partial(profiling, path, data, "avg"),
-                "avg pass": partial(profiling, path, data, "avg", 1),
-            }
-            if scale == 1:
-                runs |= {
-                    "f+b": partial(forward_backward, module, data, shape),
-                    "taylor": partial(profiling, path, data, "taylor"),
-                    "taylor pass": partial(profiling, path, data, "taylor", 1),
-                }
-            times = rounds(args.repeats, runs)
+            names = ["plain", "avg", "avg pass"] + (["f+b", "taylor", "taylor pass"] if scale == 1 else [])
+            times: dict[str, list[float]] = {run: [] for run in names}
+            for _ in range(args.repeats):  # the runs take turns, so that a slow spell of the machine hits them all
+                for run in names:
+                    times[run].append(in_fresh_process(run, name.split()[0], scale * samples, folder))
             best = {run: min(seconds) for run, seconds in times.items()}
-            kept = sum(min(int(n), DEFAULT_MAX_PER_CLASS) for n in np.bincount(data.labels))
-            ratio = {run: median_ratio(times[run], times["f+b" if "taylor" in run else "plain"]) for run in runs}
-            line = (f"{name:<15} {len(data):>6} {kept:>5} | {best['plain']:>7.2f} {best['avg']:>7.2f} "
+            ratio = {run: median_ratio(times[run], times["f+b" if "taylor" in run else "plain"]) for run in names}
+            kept = sum(np.minimum(np.bincount(np.arange(scale * samples) % 10), DEFAULT_MAX_PER_CLASS))
+            line = (f"{name:<15} {scale * samples:>6} {kept:>5} | {best['plain']:>7.2f} {best['avg']:>7.2f} "
                     f"{ratio['avg']:>5.2f}x {ratio['avg pass']:>9.2f}x {best['avg'] - best['avg pass']:>5.2f} |")
             if scale == 1:
                 line += (f" {best['f+b']:>7.2f} {best['taylor']:>8.2f} {ratio['taylor']:>5.2f}x "

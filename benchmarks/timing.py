@@ -1,4 +1,4 @@
-"""Wall-clock timing for the benchmark scripts: several rounds (these machines are shared and noisy)."""
+"""Wall-clock timing for the benchmark scripts: best of several runs (these machines are shared and noisy)."""
 
 from __future__ import annotations
 
@@ -12,21 +12,15 @@ def best_time(run: Callable[[], object], repeats: int) -> float:
     return interleaved(repeats, {"run": run})["run"]
 
 
-def rounds(repeats: int, runs: dict[str, Callable[[], object]]) -> dict[str, list[float]]:
-    """Seconds of each run in each of ``repeats`` rounds, the runs taking turns within a round so that a slow
-    spell of the machine hits them all."""
-    seconds: dict[str, list[float]] = {name: [] for name in runs}
+def interleaved(repeats: int, runs: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Best time of each run, the runs taking turns so that a slow spell of the machine hits them all."""
+    best = dict.fromkeys(runs, float("inf"))
     for _ in range(repeats):
         for name, run in runs.items():
             start = time.perf_counter()
             run()
-            seconds[name].append(time.perf_counter() - start)
-    return seconds
-
-
-def interleaved(repeats: int, runs: dict[str, Callable[[], object]]) -> dict[str, float]:
-    """Best time of each run over interleaved rounds."""
-    return {name: min(times) for name, times in rounds(repeats, runs).items()}
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def median_ratio(numerator: list[float], denominator: list[float]) -> float:

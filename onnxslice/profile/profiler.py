@@ -6,7 +6,7 @@ values and the first ``max_per_class`` samples' activations (only their position
 those would not fit in ``KEPT_BYTES``: the model then runs again on each category's samples), from
 which the CKA statistics H are computed at the end, one category at a time; nothing else is kept, so
 memory does not grow with the number of samples. Once a batch holds none of those samples, metrics that
-need only each neuron's spatial mean read just the means, from a second session whose graph computes them.
+need only each neuron's spatial mean read just the means, which the graph also computes and outputs.
 A PyTorch pass over the same batches (onnx2torch) runs only when a gradient metric is asked for.
 """
 
@@ -16,7 +16,6 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -184,26 +183,24 @@ def profile_model(
     if not layers:
         raise InputError(f"{model_path}: no hidden neuron layers (Conv, or Gemm / MatMul with a constant weight) "
                          "to profile")
-    runner = Runner.create(with_observed_outputs(model, layers), device)
+    reads_positions = any(metric.reads_positions for metric in chosen)
+    extended, mean_outputs = with_observed_outputs(model, layers), []
+    if not reads_positions:  # once a batch holds no CKA sample, its spatial means are all the metrics need
+        extended, mean_outputs = with_spatial_means(extended, layers)
+    runner = Runner.create(extended, device)
     data = runner.prepare(data)
     gradients = GradientPass(model, layers, device) if any(m.needs_gradients for m in chosen) else None
     categories = data.classes
     category_values = np.asarray(categories)
-    reads_positions = any(metric.reads_positions for metric in chosen)
     averages = CategoryMeans(len(categories))
     first = FirstSamples([layer.name for layer in layers], len(categories), max_per_class, kept_bytes)
     observed = [layer.output for layer in layers]
 
-    @cache
-    def spatial_means_session() -> tuple[Runner, list[str]]:
-        extended, names = with_spatial_means(model, layers)
-        return Runner.create(extended, device), names
-
     def observe(x: np.ndarray, spatial_means_only: bool = False) -> list[np.ndarray]:
         """(n, C, S) activations per layer, or only their (n, C, 1) spatial means."""
-        reader, outputs = spatial_means_session() if spatial_means_only else (runner, observed)
+        outputs = runner.run(x, mean_outputs if spatial_means_only else observed)
         return [as_samples_neurons_positions(out, layer.channel_axis)
-                for layer, out in zip(layers, reader.run(x, outputs), strict=True)]
+                for layer, out in zip(layers, outputs, strict=True)]
 
     show = progress and sys.stderr.isatty()
     start = 0
@@ -212,7 +209,6 @@ def profile_model(
             tqdm(total=len(data), desc="profile", unit="sample", file=sys.stderr, disable=not show) as bar:
         for x, labels in data.batches(batch_size):
             rows = np.searchsorted(category_values, labels)
-            # once the batch holds no CKA sample, metrics that read no positions are given spatial means only
             activations = observe(x, spatial_means_only=not reads_positions and not first.wants(rows))
             torch_batch = gradients.batch(x, labels) if gradients else None
             averages.add(rows, _sample_values(chosen, [LayerBatch(layer, activation, torch_batch)
