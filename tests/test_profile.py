@@ -299,17 +299,17 @@ def test_a_sixth_metric_is_one_class(monkeypatch):
         assert_close(profile.contributions["square_mean"][layer.name], expected, rtol=1e-5)
 
 
+class Permute(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1)
+
+
 def channels_last_model(path) -> str:
     """A conv whose activation is observed after an NHWC Transpose, exported at opset 17 (ReduceMean's axes are
     an attribute there, an input from opset 18 on)."""
     module = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), Permute(), torch.nn.ReLU(), torch.nn.Flatten(),
                                  torch.nn.Linear(8 * 8 * 4, 3))
     return str(export_onnx(module.eval(), (1, 8, 8), path, opset=17))
-
-
-class Permute(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.permute(0, 2, 3, 1)
 
 
 @pytest.mark.parametrize("name", ["cnn", "jax_nhwc", "mlp", "channels_last_opset17"])
