@@ -220,7 +220,7 @@ def profile_model(
                      for metric in chosen}
     similarity: dict[str, list[SimilarityStatistics]] = {layer.name: [] for layer in layers}
     # a layer per core: its many small products keep one core busier than BLAS threads sharing each product
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(_usable_cores()) as pool:
         for row in tqdm(range(len(categories)), desc="CKA statistics", unit="category", file=sys.stderr,
                         disable=not show):
             kept = first.activations(row, observe, data, batch_size)
@@ -232,6 +232,11 @@ def profile_model(
         samples={c: int(n) for c, n in zip(categories, averages.counts, strict=True)},
         contributions=contributions, similarity=similarity, max_per_class=max_per_class,
     )
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one, as on Linux)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _sample_values(metrics: Sequence[Metric], batches: Sequence[LayerBatch]) -> dict[tuple[str, str], np.ndarray]:
