@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from timing import last_line_in_fresh_process  # noqa: E402
 
 from onnxslice.data import DataSource  # noqa: E402
 from onnxslice.profile import profile_model  # noqa: E402
@@ -70,10 +71,8 @@ def current_rss_kb() -> int:
 
 def measure(model: str, shape: tuple[int, ...], samples: int, metrics: list[str], cap: int = DEFAULT_MAX_PER_CLASS,
             kept_bytes: int = KEPT_BYTES) -> dict:
-    command = [sys.executable, __file__, "--child", model, ",".join(map(str, shape)), str(samples), str(cap),
-               str(kept_bytes), *metrics]
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return json.loads(last_line_in_fresh_process(__file__, "--child", model, ",".join(map(str, shape)), str(samples),
+                                                 str(cap), str(kept_bytes), *metrics))
 
 
 def main() -> None:

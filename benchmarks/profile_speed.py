@@ -22,7 +22,6 @@ on random data. Usage: python benchmarks/profile_speed.py [--samples N] [--repea
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ import torchvision
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from timing import median_ratio  # noqa: E402
+from timing import last_line_in_fresh_process, median_ratio  # noqa: E402
 
 from onnxslice.data import DataSource, load_data  # noqa: E402
 from onnxslice.graph import load_model  # noqa: E402
@@ -108,9 +107,7 @@ def time_one(run: str, name: str, samples: int, folder: Path) -> float:
 
 def in_fresh_process(run: str, name: str, samples: int, folder: Path) -> float:
     """Seconds of a run timed in a new Python process, as the command line runs it (nothing left from others)."""
-    out = subprocess.run([sys.executable, __file__, "--one", run, name, str(samples), str(folder)],
-                         check=True, capture_output=True, text=True).stdout
-    return float(out.split()[-1])
+    return float(last_line_in_fresh_process(__file__, "--one", run, name, str(samples), str(folder)))
 
 
 def main() -> None:

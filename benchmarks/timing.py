@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -26,3 +28,10 @@ def interleaved(repeats: int, runs: dict[str, Callable[[], object]]) -> dict[str
 def median_ratio(numerator: list[float], denominator: list[float]) -> float:
     """The median over rounds of one run's time over another's in the same round."""
     return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
+
+
+def last_line_in_fresh_process(script: str, *args: str) -> str:
+    """Run ``script`` with ``args`` in a new Python process (nothing left over from earlier runs) and return the
+    last line it prints."""
+    out = subprocess.run([sys.executable, script, *args], check=True, capture_output=True, text=True).stdout
+    return out.strip().splitlines()[-1]

@@ -68,6 +68,7 @@ def with_spatial_means(model: onnx.ModelProto, layers: Sequence[NeuronLayer]) ->
     graph = extended.graph
     tensors = {info.name: info.type.tensor_type for info in [*graph.value_info, *graph.output]}
     opset = next(o.version for o in extended.opset_import if o.domain in ("", "ai.onnx"))
+    present = {out.name for out in graph.output}
     names = []
     for layer in layers:
         tensor = tensors.get(layer.output)
@@ -81,9 +82,10 @@ def with_spatial_means(model: onnx.ModelProto, layers: Sequence[NeuronLayer]) ->
             graph.node.append(onnx.helper.make_node("ReduceMean", [layer.output, f"{name}/axes"], [name]))
         elif axes:
             graph.node.append(onnx.helper.make_node("ReduceMean", [layer.output], [name], axes=axes))
-        if name not in {out.name for out in graph.output}:
+        if name not in present:
             element = tensor.elem_type if tensor is not None else onnx.TensorProto.FLOAT
             graph.output.append(onnx.helper.make_tensor_value_info(name, element, None))
+            present.add(name)
         names.append(name)
     return extended, names
 
@@ -209,11 +211,13 @@ def profile_model(
             tqdm(total=len(data), desc="profile", unit="sample", file=sys.stderr, disable=not show) as bar:
         for x, labels in data.batches(batch_size):
             rows = np.searchsorted(category_values, labels)
-            activations = observe(x, spatial_means_only=not reads_positions and not first.wants(rows))
+            wanted = first.wants(rows)
+            activations = observe(x, spatial_means_only=not (wanted or reads_positions))
             torch_batch = gradients.batch(x, labels) if gradients else None
             averages.add(rows, _sample_values(chosen, [LayerBatch(layer, activation, torch_batch)
                                                     for layer, activation in zip(layers, activations, strict=True)]))
-            first.add(start, rows, activations)
+            if wanted:
+                first.add(start, rows, activations)
             start += len(labels)
             bar.update(len(labels))
     contributions = {metric.name: {layer.name: metric.combine(averages.means(layer.name)) for layer in layers}
