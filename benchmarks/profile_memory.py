@@ -5,12 +5,12 @@ Each measurement runs in a fresh process. Two figures per run:
 - RSS growth: peak resident set size of the process minus its current size just before profiling (includes
   onnxruntime's own buffers, which tracemalloc does not see).
 The data are generated batch by batch (random, fixed seed per batch), so the data source itself
-holds nothing but the labels; N is chosen so that every category's CKA cap is already full at N.
+holds nothing but the labels. N is twice the CKA samples (10 categories × max_per_class), so that at N as at
+10N profiling has both of its phases: the CKA samples read whole, one category at a time, then the other
+samples through a session that outputs only spatial means.
 
-A second table shows the absolute memory of the CKA samples for a model with large activations
-(resnet18 at 224x224, about 9.5 MB of observed activations a sample): their activations kept during the
-pass (all categories at once) vs only their positions kept and the model run again per category, which
-profiling chooses by itself when the kept activations would exceed ``KEPT_BYTES``.
+A second line shows the absolute memory for a model with large activations (resnet18 at 224x224, about
+9.5 MB of observed activations a sample), where one category's CKA samples are what memory holds.
 
 Usage: python benchmarks/profile_memory.py [--samples N] [--metric M]...
 """
@@ -36,7 +36,7 @@ from timing import last_line_in_fresh_process  # noqa: E402
 
 from onnxslice.data import DataSource  # noqa: E402
 from onnxslice.profile import profile_model  # noqa: E402
-from onnxslice.profile.profiler import DEFAULT_MAX_PER_CLASS, KEPT_BYTES  # noqa: E402
+from onnxslice.profile.profiler import DEFAULT_MAX_PER_CLASS  # noqa: E402
 from tests.helpers import CNN, export_onnx  # noqa: E402
 
 
@@ -49,14 +49,14 @@ def generated(samples: int, shape: tuple[int, ...], classes: int = 10) -> DataSo
     return DataSource(f"generated x{samples}", np.arange(samples) % classes, load, shape)
 
 
-def child(model: str, shape: tuple[int, ...], samples: int, metrics: list[str], cap: int, kept_bytes: int) -> None:
+def child(model: str, shape: tuple[int, ...], samples: int, metrics: list[str], cap: int) -> None:
     torch.set_num_threads(1)
     data = generated(samples, shape)
     profile_model(model, data.subset(np.arange(20)), metrics, device="cpu", progress=False)  # warm up the imports
     before = current_rss_kb()
     tracemalloc.start()
     start = time.perf_counter()
-    profile_model(model, data, metrics, cap, device="cpu", progress=False, kept_bytes=kept_bytes)
+    profile_model(model, data, metrics, cap, device="cpu", progress=False)
     seconds = time.perf_counter() - start
     _, traced = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -69,19 +69,19 @@ def current_rss_kb() -> int:
     return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
 
 
-def measure(model: str, shape: tuple[int, ...], samples: int, metrics: list[str], cap: int = DEFAULT_MAX_PER_CLASS,
-            kept_bytes: int = KEPT_BYTES) -> dict:
+def measure(model: str, shape: tuple[int, ...], samples: int, metrics: list[str],
+            cap: int = DEFAULT_MAX_PER_CLASS) -> dict:
     return json.loads(last_line_in_fresh_process(__file__, "--child", model, ",".join(map(str, shape)), str(samples),
-                                                 str(cap), str(kept_bytes), *metrics))
+                                                 str(cap), *metrics))
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        model, shape, samples, cap, kept_bytes, *metrics = sys.argv[2:]
-        child(model, tuple(int(d) for d in shape.split(",")), int(samples), metrics, int(cap), int(kept_bytes))
+        model, shape, samples, cap, *metrics = sys.argv[2:]
+        child(model, tuple(int(d) for d in shape.split(",")), int(samples), metrics, int(cap))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=10 * DEFAULT_MAX_PER_CLASS, help="N (10 categories)")
+    parser.add_argument("--samples", type=int, default=20 * DEFAULT_MAX_PER_CLASS, help="N (10 categories)")
     parser.add_argument("--metric", dest="metrics", action="append", help="default: avg and taylor")
     args = parser.parse_args()
     metrics = args.metrics or ["avg", "taylor"]
@@ -97,14 +97,10 @@ def main() -> None:
               f"{small['rss_growth_mb']:>15.1f} {large['rss_growth_mb']:>7.1f} "
               f"{large['rss_growth_mb'] / max(small['rss_growth_mb'], 1e-9):>5.2f}x")
     shape, cap = (3, 224, 224), 32
-    print(f"\nresnet18 224x224, avg, N = {10 * cap}, max_per_class {cap}, 10 categories")
-    print(f"{'CKA samples':<46} | {'traced MB':>9} | {'RSS growth MB':>13} | {'seconds':>7}")
-    large_input = torchvision_resnet18(shape)
-    for label, kept_bytes in (("activations kept during the pass", 2**40),
-                              ("positions kept, model run again per category", 0)):
-        result = measure(large_input, shape, 10 * cap, ["avg"], cap, kept_bytes)
-        print(f"{label:<46} | {result['traced_mb']:>9.1f} | {result['rss_growth_mb']:>13.1f} | "
-              f"{result['seconds']:>7.1f}")
+    print(f"\nresnet18 224x224, avg, N = {20 * cap}, max_per_class {cap}, 10 categories")
+    result = measure(torchvision_resnet18(shape), shape, 20 * cap, ["avg"], cap)
+    print(f"traced {result['traced_mb']:.1f} MB | RSS growth {result['rss_growth_mb']:.1f} MB | "
+          f"{result['seconds']:.1f} s")
 
 
 def torchvision_resnet18(shape: tuple[int, ...]) -> str:

@@ -8,7 +8,7 @@ from onnxslice.errors import InputError
 from onnxslice.files import check_output_path
 from onnxslice.graph import find_neuron_layers, load_model
 from onnxslice.profile import METRICS, profile_model
-from onnxslice.profile.profiler import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PER_CLASS, DEFAULT_METRICS, KEPT_BYTES
+from onnxslice.profile.profiler import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PER_CLASS, DEFAULT_METRICS
 from onnxslice_cli.common import (
     data_options,
     device_option,
@@ -30,9 +30,8 @@ from onnxslice_cli.common import (
               help=f"Contribution metric (repeat for several). Default: {', '.join(DEFAULT_METRICS)}; "
                    "taylor and deeplift need the model to convert to PyTorch (onnx2torch).")
 @click.option("--max-per-class", type=click.IntRange(min=1), default=DEFAULT_MAX_PER_CLASS, show_default=True,
-              help="Samples per category for the CKA statistics (contributions use all samples). Their "
-                   f"activations are kept during the pass up to {KEPT_BYTES // 2**30} GiB; beyond, the model runs "
-                   "again on each category's samples.")
+              help="Samples per category for the CKA statistics (contributions use all samples); the "
+                   "activations of one category's samples are held at a time.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write profile.npz.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")

@@ -60,7 +60,8 @@ def definition(acts: np.ndarray, centered: bool) -> np.ndarray:
     return (np.einsum("nis,njt->ijst", a, a) ** 2).sum(axis=(2, 3))
 
 
-@pytest.mark.parametrize("shape", [(40, 30, 1), (10, 8, 36), (6, 5, 4)], ids=["dense", "conv-sample-space", "small"])
+@pytest.mark.parametrize("shape", [(40, 30, 1), (200, 6, 3), (10, 8, 36), (6, 5, 4)],
+                         ids=["dense", "conv-feature-space", "conv-sample-space", "small"])
 @pytest.mark.parametrize("centered", [True, False])
 def test_similarity_matrix_matches_its_definition(shape, centered):
     """H = its definition (every neuron pair), in both the feature-space and the sample-space route."""

@@ -20,12 +20,12 @@ import torchvision
 from captum.attr import LayerDeepLift
 from click.testing import CliRunner
 
-from onnxslice.data import DataSource, load_data
+from onnxslice.data import load_data
 from onnxslice.errors import InputError
 from onnxslice.files import sha256_of
 from onnxslice.graph import find_neuron_layers, load_model
 from onnxslice.profile import METRICS, Metric, Profile, profile_model
-from onnxslice.profile.profiler import FirstSamples, with_observed_outputs, with_spatial_means
+from onnxslice.profile.profiler import cka_samples, with_observed_outputs, with_spatial_means
 from onnxslice.runtime import Runner
 from onnxslice.slicing.cka import as_samples_neurons_positions
 from onnxslice_cli.profile_cmd import profile as profile_command
@@ -242,36 +242,17 @@ def test_gradient_metrics_through_the_onnx_round_trip_equal_the_pytorch_original
             assert_close(profile.contributions[metric][layer], value)
 
 
-@pytest.mark.parametrize("budget", [10**9, 0], ids=["kept-in-memory", "positions-only"])
-def test_kept_samples_are_the_first_of_each_category_and_never_more_than_the_cap(budget):
-    """Memory bound of the CKA statistics: after any number of batches, at most ``cap`` samples per category,
-    and they are the first ones in data order (oracle: slicing the concatenated batches by hand), whether
-    their activations were kept as they streamed past or are observed again from their positions."""
-    rng = np.random.default_rng(0)
-    batches = [(rng.standard_normal((7, 4, 2)), rng.integers(0, 3, 7)) for _ in range(20)]
-    everything = np.concatenate([a for a, _ in batches])
-    rows = np.concatenate([r for _, r in batches])
-    first = FirstSamples(["layer"], categories=3, cap=5, budget=budget)
-    for index, (activation, batch_rows) in enumerate(batches):
-        first.add(7 * index, batch_rows, [activation])
-    assert (first.kept is not None) == (budget > 0)
-    data = DataSource.from_arrays("batches", everything, rows)
-    for row in range(3):
-        kept = first.activations(row, lambda x: [x], data, batch_size=3)
-        np.testing.assert_array_equal(kept["layer"], everything[rows == row][:5])
-
-
-def test_statistics_from_positions_equal_those_kept_in_memory():
-    """A model whose CKA samples do not fit the memory budget runs again on each category's samples: the
-    statistics are those of the single pass (oracle: the same profile with the activations kept)."""
-    data = load_data("digits:test:0-2")
-    kept = profile_model(CNN, data, ["avg"], max_per_class=8, batch_size=5, progress=False)
-    again = profile_model(CNN, data, ["avg"], max_per_class=8, batch_size=5, progress=False, kept_bytes=0)
-    for layer in kept.layers:
-        for c in kept.categories:
-            for centered in (True, False):
-                assert_close(again.similarity_matrix(layer, c, centered), kept.similarity_matrix(layer, c, centered),
-                             rtol=1e-5)
+def test_cka_samples_are_the_first_of_each_category_and_the_rest_is_everything_else():
+    """Oracle: a loop over the labels in data order, taking a sample while its category has fewer than the cap."""
+    labels = np.random.default_rng(0).integers(0, 4, 60)
+    labels[labels == 3] = 2  # category 2 is frequent, and no sample has label 3
+    first, rest = cka_samples(labels, [0, 1, 2], cap=5)
+    taken: dict[int, list[int]] = {0: [], 1: [], 2: []}
+    for position, label in enumerate(labels):
+        if len(taken[label]) < 5:
+            taken[label].append(position)
+    assert [list(f) for f in first] == [taken[0], taken[1], taken[2]]
+    assert list(rest) == sorted(set(range(60)) - {p for t in taken.values() for p in t})
 
 
 def test_a_sixth_metric_is_one_class(monkeypatch):
@@ -333,19 +314,22 @@ def test_spatial_means_read_from_the_graph_equal_numpy_means_of_the_activations(
         assert [n.op_type for n in extended.graph.node if n.output[0] in names] == ["ReduceMean"]
 
 
-def test_once_the_cka_samples_are_taken_only_spatial_means_are_read(monkeypatch):
-    """avg, var and ens need only spatial means: batches with no sample left to keep read those outputs, not the
-    whole activations (the values themselves are checked against numpy above)."""
-    requested = []
+def test_after_the_cka_samples_only_spatial_means_are_computed(monkeypatch):
+    """avg, var and ens need only spatial means: the CKA samples (10 of each of 3 categories) are read whole, every
+    other sample through a session whose graph outputs the means and not the whole activations (onnxruntime
+    computes every graph output, asked for or not). The values themselves are checked against numpy above."""
+    runs = []
     run = Runner.run
-    monkeypatch.setattr(Runner, "run", lambda self, x, outputs=None: requested.append(outputs) or run(self, x, outputs))
+    monkeypatch.setattr(Runner, "run", lambda self, x, outputs=None: runs.append(
+        (outputs, len(x), {out.name for out in self.model.graph.output})) or run(self, x, outputs))
     model = load_model(CNN)
     layers = find_neuron_layers(model).hidden
-    profile_model(CNN, load_data("digits:test:0-2"), ["avg", "var", "ens"], max_per_class=10, batch_size=7,
-                  progress=False)
+    data = load_data("digits:test:0-2")
+    profile_model(CNN, data, ["avg", "var", "ens"], max_per_class=10, batch_size=7, progress=False)
     whole, means = [layer.output for layer in layers], with_spatial_means(model, layers)[1]
-    assert requested[:2] == [whole, whole] and requested[-1] == means and set(map(tuple, requested)) == {
-        tuple(whole), tuple(means)}
+    assert [outputs for outputs, _, _ in runs] == [whole] * 6 + [means] * (len(runs) - 6)  # batches of 7 and 3
+    assert sum(n for _, n, _ in runs[:6]) == 30 and sum(n for _, n, _ in runs[6:]) == len(data) - 30
+    assert runs[-1][2] == set(means) | {out.name for out in model.graph.output}
 
 
 def test_cli_writes_a_profile_that_loads_back_with_the_model_hash(tmp_path):

@@ -1,20 +1,20 @@
 """Profile a classifier: one pass over the data measures every neuron of every hidden layer per category.
 
 The observed activations of the hidden neuron layers become extra graph outputs and onnxruntime reads
-them batch by batch. Per layer and category the pass keeps running sums of the metrics' per-sample
-values and the first ``max_per_class`` samples' activations (only their positions in the data when
-those would not fit in ``KEPT_BYTES``: the model then runs again on each category's samples), from
-which the CKA statistics H are computed at the end, one category at a time; nothing else is kept, so
-memory does not grow with the number of samples. Once a batch holds none of those samples, metrics that
-need only each neuron's spatial mean read just the means, which the graph also computes and outputs.
-A PyTorch pass over the same batches (onnx2torch) runs only when a gradient metric is asked for.
+them batch by batch; per layer and category the pass keeps running sums of the metrics' per-sample values.
+It reads the CKA samples first (the first ``max_per_class`` samples of each category), one category at a
+time: their whole activations give that category's CKA statistics H, and are then forgotten, so memory holds
+one category's activations and does not grow with the number of samples. Metrics that need only each
+neuron's spatial mean then read the other samples through a second session whose graph outputs just the
+means (onnxruntime computes every output of a graph, asked for or not). Every sample runs once. A PyTorch
+pass over the same batches (onnx2torch) runs only when a gradient metric is asked for.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,8 +38,6 @@ from onnxslice.slicing.cka import SimilarityStatistics, as_samples_neurons_posit
 DEFAULT_MAX_PER_CLASS = 128
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_METRICS = ("avg", "var", "ens")
-#: The CKA samples' activations are kept during the pass while they fit here (else recomputed per category).
-KEPT_BYTES = 2 * 2**30
 
 
 def with_observed_outputs(model: onnx.ModelProto, layers: Sequence[NeuronLayer]) -> onnx.ModelProto:
@@ -92,71 +90,38 @@ def with_spatial_means(model: onnx.ModelProto, layers: Sequence[NeuronLayer]) ->
 
 class CategoryMeans:
     """Running float64 sums, per category, of per-sample values (n, C) named by (layer, value): memory
-    independent of N."""
+    independent of N. Every batch names the same values; their sums are the columns of one matrix."""
 
     def __init__(self, categories: int) -> None:
         self.counts = np.zeros(categories, np.int64)
-        self.sums: dict[tuple[str, str], np.ndarray] = {}
+        self.columns: dict[tuple[str, str], slice] = {}
+        self.sums = np.zeros((categories, 0))
 
     def add(self, rows: np.ndarray, values: dict[tuple[str, str], np.ndarray]) -> None:
         """Add a batch: the category row of each sample and the (layer, name) values of each sample."""
-        one_hot = np.zeros((len(self.counts), len(rows)))
-        one_hot[rows, np.arange(len(rows))] = 1.0
+        if not self.columns:
+            ends = np.cumsum([value.shape[1] for value in values.values()])
+            self.columns = {key: slice(end - value.shape[1], end)
+                            for (key, value), end in zip(values.items(), ends, strict=True)}
+            self.sums = np.zeros((len(self.counts), int(ends[-1])))
+        one_hot = np.equal.outer(np.arange(len(self.counts)), rows).astype(np.float64)
         self.counts += np.bincount(rows, minlength=len(self.counts))
-        for key, value in values.items():
-            self.sums[key] = self.sums.get(key, 0.0) + one_hot @ value
+        self.sums += one_hot @ np.concatenate(list(values.values()), axis=1)
 
     def means(self, layer: str) -> dict[str, np.ndarray]:
         """Per value of ``layer``: (categories + 1, C) averages, a row per category and the last over all samples."""
         counts = np.append(self.counts, self.counts.sum())[:, None]
-        return {name: np.vstack([total, total.sum(axis=0)]) / counts
-                for (of, name), total in self.sums.items() if of == layer}
+        totals = np.vstack([self.sums, self.sums.sum(axis=0)]) / counts
+        return {name: totals[:, columns] for (of, name), columns in self.columns.items() if of == layer}
 
 
-class FirstSamples:
-    """The first ``cap`` samples of each category, in data order: the samples of the CKA statistics.
-
-    Their activations are kept as they stream past while all of them fit in ``budget`` bytes (judged on the
-    first batch); beyond it only their positions in the data are kept and :meth:`activations` runs the model
-    again on one category at a time, so that memory holds one category's activations, not all of them.
-    """
-
-    def __init__(self, layers: Sequence[str], categories: int, cap: int, budget: int) -> None:
-        self.layers, self.cap, self.budget = layers, cap, budget
-        self.counts = np.zeros(categories, np.int64)
-        self.positions: list[list[np.ndarray]] = [[] for _ in range(categories)]
-        self.kept: list[dict[str, list[np.ndarray]]] | None = None  # per category, per layer, while in memory
-
-    def wants(self, rows: np.ndarray) -> bool:
-        """Whether a batch of these category rows holds samples to keep."""
-        return bool((self.counts[rows] < self.cap).any())
-
-    def add(self, start: int, rows: np.ndarray, activations: Sequence[np.ndarray]) -> None:
-        """Note a batch starting at sample ``start``: its category rows and its (n, C, S) activations per layer."""
-        if not self.wants(rows):
-            return
-        if not self.counts.any():  # the first batch: judge whether the kept activations fit the budget
-            per_sample = sum(a.nbytes for a in activations) / len(rows)
-            if len(self.counts) * self.cap * per_sample <= self.budget:
-                self.kept = [{layer: [] for layer in self.layers} for _ in self.counts]
-        for row in np.unique(rows):
-            taken = np.flatnonzero(rows == row)[:self.cap - self.counts[row]]
-            self.positions[row].append(start + taken)
-            self.counts[row] += len(taken)
-            if self.kept is not None:
-                for layer, activation in zip(self.layers, activations, strict=True):
-                    self.kept[row][layer].append(activation[taken])  # a copy: the batch is not retained
-
-    def activations(self, row: int, observe: Callable[[np.ndarray], list[np.ndarray]], data: DataSource,
-                    batch_size: int) -> dict[str, np.ndarray]:
-        """(n, C, S) activations of every layer on the kept samples of category ``row`` (then forgotten)."""
-        if self.kept is not None:
-            kept, self.kept[row] = self.kept[row], {}
-            return {layer: np.concatenate(parts) for layer, parts in kept.items()}
-        positions = np.concatenate(self.positions[row])
-        batches = [observe(data.samples(positions[i:i + batch_size])) for i in range(0, len(positions), batch_size)]
-        return {layer: np.concatenate(parts) for layer, parts in zip(self.layers, zip(*batches, strict=True),
-                                                                      strict=True)}
+def cka_samples(labels: np.ndarray, categories: Sequence[int], cap: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Positions of the samples of the CKA statistics, the first ``cap`` of each category in data order (a list
+    by category), and of all the other samples (in data order)."""
+    first = [np.flatnonzero(labels == category)[:cap] for category in categories]
+    others = np.ones(len(labels), bool)
+    others[np.concatenate(first)] = False
+    return first, np.flatnonzero(others)
 
 
 def profile_model(
@@ -168,11 +133,10 @@ def profile_model(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
     loaded: onnx.ModelProto | None = None,
-    kept_bytes: int = KEPT_BYTES,
 ) -> Profile:
     """Contributions (per metric) and CKA statistics (both forms) of every hidden neuron layer,
     per category of ``data`` and over all of it. ``loaded``: the canonical model of ``model_path`` when the
-    caller has already loaded it (it is not loaded twice). ``kept_bytes``: see :class:`FirstSamples`."""
+    caller has already loaded it (it is not loaded twice)."""
     chosen = metrics_by_name(metrics)
     if max_per_class < 1:
         raise InputError(f"--max-per-class must be at least 1, got {max_per_class}")
@@ -185,51 +149,51 @@ def profile_model(
     if not layers:
         raise InputError(f"{model_path}: no hidden neuron layers (Conv, or Gemm / MatMul with a constant weight) "
                          "to profile")
-    reads_positions = any(metric.reads_positions for metric in chosen)
-    extended, mean_outputs = with_observed_outputs(model, layers), []
-    if not reads_positions:  # once a batch holds no CKA sample, its spatial means are all the metrics need
-        extended, mean_outputs = with_spatial_means(extended, layers)
-    runner = Runner.create(extended, device)
-    data = runner.prepare(data)
+    observer = Runner.create(with_observed_outputs(model, layers), device)
+    data = observer.prepare(data)
     gradients = GradientPass(model, layers, device) if any(m.needs_gradients for m in chosen) else None
     categories = data.classes
     category_values = np.asarray(categories)
     averages = CategoryMeans(len(categories))
-    first = FirstSamples([layer.name for layer in layers], len(categories), max_per_class, kept_bytes)
-    observed = [layer.output for layer in layers]
+    similarity: dict[str, list[SimilarityStatistics]] = {layer.name: [] for layer in layers}
+    first, rest = cka_samples(data.labels, categories, max_per_class)
 
-    def observe(x: np.ndarray, spatial_means_only: bool = False) -> list[np.ndarray]:
-        """(n, C, S) activations per layer, or only their (n, C, 1) spatial means."""
-        outputs = runner.run(x, mean_outputs if spatial_means_only else observed)
-        return [as_samples_neurons_positions(out, layer.channel_axis)
-                for layer, out in zip(layers, outputs, strict=True)]
-
-    show = progress and sys.stderr.isatty()
-    start = 0
-    # BLAS threads would fight onnxruntime's and PyTorch's own over the small per-batch products
-    with threadpool_limits(1, user_api="blas"), \
-            tqdm(total=len(data), desc="profile", unit="sample", file=sys.stderr, disable=not show) as bar:
-        for x, labels in data.batches(batch_size):
-            rows = np.searchsorted(category_values, labels)
-            wanted = first.wants(rows)
-            activations = observe(x, spatial_means_only=not (wanted or reads_positions))
+    def measure(runner: Runner, outputs: list[str], positions: np.ndarray) -> Iterator[list[np.ndarray]]:
+        """Run the samples at ``positions`` in batches and add their metric values; yield per layer the runner's
+        outputs as (n, C, S): whole activations, or spatial means (S = 1)."""
+        for start in range(0, len(positions), batch_size):
+            batch = positions[start:start + batch_size]
+            x, labels = data.samples(batch), data.labels[batch]
+            activations = [as_samples_neurons_positions(out, layer.channel_axis)
+                           for layer, out in zip(layers, runner.run(x, outputs), strict=True)]
             torch_batch = gradients.batch(x, labels) if gradients else None
-            averages.add(rows, _sample_values(chosen, [LayerBatch(layer, activation, torch_batch)
-                                                    for layer, activation in zip(layers, activations, strict=True)]))
-            if wanted:
-                first.add(start, rows, activations)
-            start += len(labels)
-            bar.update(len(labels))
+            averages.add(np.searchsorted(category_values, labels),
+                         _sample_values(chosen, [LayerBatch(layer, activation, torch_batch)
+                                                 for layer, activation in zip(layers, activations, strict=True)]))
+            bar.update(len(batch))
+            yield activations
+
+    observed = [layer.output for layer in layers]
+    show = progress and sys.stderr.isatty()
+    # BLAS threads would fight onnxruntime's and PyTorch's own over the small per-batch products; H runs a layer
+    # per core instead: its many small products keep one core busier than BLAS threads sharing each product
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(_usable_cores()) as pool, \
+            tqdm(total=len(data), desc="profile", unit="sample", file=sys.stderr, disable=not show) as bar:
+        for positions in first:  # one category's CKA samples: their H from the whole activations, then forgotten
+            kept = [np.concatenate(parts) for parts in zip(*measure(observer, observed, positions), strict=True)]
+            for layer, statistics in zip(layers, pool.map(similarity_statistics, kept), strict=True):
+                similarity[layer.name].append(statistics)
+            del kept
+        if len(rest) and not any(metric.reads_positions for metric in chosen):
+            del observer  # one session at a time: each holds the weights
+            means_model, means = with_spatial_means(model, layers)
+            for _ in measure(Runner.create(means_model, device), means, rest):
+                pass
+        else:
+            for _ in measure(observer, observed, rest):
+                pass
     contributions = {metric.name: {layer.name: metric.combine(averages.means(layer.name)) for layer in layers}
                      for metric in chosen}
-    similarity: dict[str, list[SimilarityStatistics]] = {layer.name: [] for layer in layers}
-    # a layer per core: its many small products keep one core busier than BLAS threads sharing each product
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(_usable_cores()) as pool:
-        for row in tqdm(range(len(categories)), desc="CKA statistics", unit="category", file=sys.stderr,
-                        disable=not show):
-            kept = first.activations(row, observe, data, batch_size)
-            for layer, statistics in zip(kept, pool.map(similarity_statistics, kept.values()), strict=True):
-                similarity[layer].append(statistics)
     return Profile(
         model_sha256=model_sha256, data=data.name, metrics=[m.name for m in chosen], categories=categories,
         layer_sizes={layer.name: layer.size for layer in layers},

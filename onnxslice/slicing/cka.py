@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg.blas import get_blas_funcs
 
 
 def as_samples_neurons_positions(activation: np.ndarray, channel_axis: int) -> np.ndarray:
@@ -83,8 +84,7 @@ def similarity_statistics(acts: np.ndarray, dtype: type[np.floating] = np.float3
     x *= dtype(1.0 / scale)
     mean = (mean / scale).astype(dtype)
     if n * (c * s) ** 2 / 2 <= c * n * n * s + (c * n) ** 2 / 4:
-        flat = x.reshape(n, c * s)
-        h = _block_sums(np.square(flat.T @ flat), c, s)
+        h = _feature_space(x.reshape(n, c * s), c, s)
     else:
         stacked = np.ascontiguousarray(x.transpose(1, 0, 2))
         kernels = np.matmul(stacked, stacked.transpose(0, 2, 1)).reshape(c, n * n)
@@ -95,6 +95,21 @@ def similarity_statistics(acts: np.ndarray, dtype: type[np.floating] = np.float3
     u = np.einsum("ncs,cs->nc", x, mean)
     correction = np.vstack([np.sqrt(2.0 * n, dtype=dtype) * u, n * np.einsum("cs,cs->c", mean, mean)])
     return SimilarityStatistics(h, correction, scale**4)
+
+
+def _feature_space(flat: np.ndarray, c: int, s: int) -> np.ndarray:
+    """H from the (C·S) × (C·S) Gram G = flatᵀ flat of activations (n, C·S).
+
+    numpy computes ``flat.T @ flat`` as one triangle (BLAS's symmetric rank-k update) and copies it to the
+    other. With several positions, one triangle is enough: the block sums B of its squares hold each
+    off-diagonal pair once and each diagonal block's strict triangle once, so H = B + Bᵀ - diag(Σ_positions
+    diag(G)²), and the copy is made on the C × C sums instead of the (C·S)² Gram.
+    """
+    if s == 1:
+        return np.square(flat.T @ flat)
+    triangle = get_blas_funcs("syrk", (flat,))(1.0, flat.T).T  # C-ordered, zero above the diagonal
+    blocks = _block_sums(np.square(triangle), c, s)
+    return blocks + blocks.T - np.diag(np.square(np.diagonal(triangle)).reshape(c, s).sum(axis=1))
 
 
 def _block_sums(matrix: np.ndarray, c: int, s: int) -> np.ndarray:
