@@ -10,10 +10,10 @@ Each run is timed in a fresh Python process (as the command line runs it), after
 samples has loaded what it uses (the data are made before the clock starts too). The runs take turns in
 each of several rounds; a ratio is the median over rounds of the ratio within a round (robust to the slow
 spells of a shared machine), the seconds are the best of the rounds.
-Profiling also computes the CKA statistics H once at the end, from at most max_per_class samples per
-category ("kept"): a cost that does not grow with N, so the ratio falls as N grows. "pass only" is the ratio
-with --max-per-class 1 (H nearly free), i.e. the streaming pass alone; "H s" is the difference, the seconds
-spent on H at the default cap.
+Profiling also computes the CKA statistics H, from at most max_per_class samples per category ("kept",
+read whole, one category at a time): a cost that does not grow with N, so the ratio falls as N grows. "pass
+only" is the ratio with --max-per-class 1 (H nearly free), i.e. the streaming pass alone; "H s" is the
+difference, the seconds spent on H and on reading the CKA samples whole at the default cap.
 
 Models: the example CNN on digits (repeated to N samples) and a random-weight torchvision resnet18 at 32x32
 on random data. Usage: python benchmarks/profile_speed.py [--samples N] [--repeats R]

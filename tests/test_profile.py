@@ -24,7 +24,7 @@ from onnxslice.data import load_data
 from onnxslice.errors import InputError
 from onnxslice.files import sha256_of
 from onnxslice.graph import find_neuron_layers, load_model
-from onnxslice.profile import METRICS, Metric, Profile, profile_model
+from onnxslice.profile import METRICS, Metric, Profile, profile_model, profiler
 from onnxslice.profile.profiler import cka_samples, with_observed_outputs, with_spatial_means
 from onnxslice.runtime import Runner
 from onnxslice.slicing.cka import as_samples_neurons_positions
@@ -314,10 +314,12 @@ def test_spatial_means_read_from_the_graph_equal_numpy_means_of_the_activations(
         assert [n.op_type for n in extended.graph.node if n.output[0] in names] == ["ReduceMean"]
 
 
-def test_after_the_cka_samples_only_spatial_means_are_computed(monkeypatch):
+@pytest.mark.parametrize("enough", [True, False], ids=["rest-pays-for-a-session", "rest-too-short"])
+def test_after_the_cka_samples_only_spatial_means_are_computed(monkeypatch, enough):
     """avg, var and ens need only spatial means: the CKA samples (10 of each of 3 categories) are read whole, every
-    other sample through a session whose graph outputs the means and not the whole activations (onnxruntime
-    computes every graph output, asked for or not). The values themselves are checked against numpy above."""
+    other sample, when they make enough batches, through a session whose graph outputs the means and not the whole
+    activations (onnxruntime computes every graph output, asked for or not); else through the first session.
+    Oracle for the values: the same profile with every sample read whole."""
     runs = []
     run = Runner.run
     monkeypatch.setattr(Runner, "run", lambda self, x, outputs=None: runs.append(
@@ -325,11 +327,19 @@ def test_after_the_cka_samples_only_spatial_means_are_computed(monkeypatch):
     model = load_model(CNN)
     layers = find_neuron_layers(model).hidden
     data = load_data("digits:test:0-2")
-    profile_model(CNN, data, ["avg", "var", "ens"], max_per_class=10, batch_size=7, progress=False)
+    rest_batches = -(-(len(data) - 30) // 7)
+    monkeypatch.setattr(profiler, "MEANS_SESSION_BATCHES", rest_batches if enough else rest_batches + 1)
+    profile = profile_model(CNN, data, ["avg", "var", "ens"], max_per_class=10, batch_size=7, progress=False)
     whole, means = [layer.output for layer in layers], with_spatial_means(model, layers)[1]
-    assert [outputs for outputs, _, _ in runs] == [whole] * 6 + [means] * (len(runs) - 6)  # batches of 7 and 3
+    rest = [means if enough else whole] * rest_batches
+    assert [outputs for outputs, _, _ in runs] == [whole] * 6 + rest  # the CKA samples in batches of 7 and 3
     assert sum(n for _, n, _ in runs[:6]) == 30 and sum(n for _, n, _ in runs[6:]) == len(data) - 30
-    assert runs[-1][2] == set(means) | {out.name for out in model.graph.output}
+    assert runs[-1][2] == (set(means) if enough else set(whole)) | {out.name for out in model.graph.output}
+    monkeypatch.setattr(profiler, "MEANS_SESSION_BATCHES", 10**9)
+    read_whole = profile_model(CNN, data, ["avg", "var", "ens"], max_per_class=10, batch_size=7, progress=False)
+    for metric in ("avg", "var", "ens"):
+        for layer in profile.layers:
+            assert_close(profile.contributions[metric][layer], read_whole.contributions[metric][layer], rtol=1e-5)
 
 
 def test_cli_writes_a_profile_that_loads_back_with_the_model_hash(tmp_path):
