@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import types
 
@@ -327,7 +328,7 @@ def test_after_the_cka_samples_only_spatial_means_are_computed(monkeypatch, enou
     model = load_model(CNN)
     layers = find_neuron_layers(model).hidden
     data = load_data("digits:test:0-2")
-    rest_batches = -(-(len(data) - 30) // 7)
+    rest_batches = math.ceil((len(data) - 30) / 7)
     monkeypatch.setattr(profiler, "MEANS_SESSION_BATCHES", rest_batches if enough else rest_batches + 1)
     profile = profile_model(CNN, data, ["avg", "var", "ens"], max_per_class=10, batch_size=7, progress=False)
     whole, means = [layer.output for layer in layers], with_spatial_means(model, layers)[1]

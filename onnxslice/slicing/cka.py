@@ -114,8 +114,6 @@ def _feature_space(flat: np.ndarray, c: int, s: int) -> np.ndarray:
 
 def _block_sums(matrix: np.ndarray, c: int, s: int) -> np.ndarray:
     """(C, C) sums of the S × S blocks of a (C·S) × (C·S) matrix, as two products with ones."""
-    if s == 1:
-        return matrix
     ones = np.ones(s, matrix.dtype)
     return (ones @ matrix.reshape(c, s, c * s)).reshape(c, c, s) @ ones
 
