@@ -151,8 +151,8 @@ def profile_model(
     if not layers:
         raise InputError(f"{model_path}: no hidden neuron layers (Conv, or Gemm / MatMul with a constant weight) "
                          "to profile")
-    observer = Runner.create(with_observed_outputs(model, layers), device)
-    data = observer.prepare(data)
+    runner, outputs = Runner.create(with_observed_outputs(model, layers), device), [layer.output for layer in layers]
+    data = runner.prepare(data)
     gradients = GradientPass(model, layers, device) if any(m.needs_gradients for m in chosen) else None
     categories = data.classes
     category_values = np.asarray(categories)
@@ -175,25 +175,22 @@ def profile_model(
             bar.update(len(batch))
             yield activations
 
-    observed = [layer.output for layer in layers]
     show = progress and sys.stderr.isatty()
     # BLAS threads would fight onnxruntime's and PyTorch's own over the small per-batch products; H runs a layer
     # per core instead: its many small products keep one core busier than BLAS threads sharing each product
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(_usable_cores()) as pool, \
             tqdm(total=len(data), desc="profile", unit="sample", file=sys.stderr, disable=not show) as bar:
         for positions in first:  # one category's CKA samples: their H from the whole activations, then forgotten
-            kept = [np.concatenate(parts) for parts in zip(*measure(observer, observed, positions), strict=True)]
+            kept = [np.concatenate(parts) for parts in zip(*measure(runner, outputs, positions), strict=True)]
             for layer, statistics in zip(layers, pool.map(similarity_statistics, kept), strict=True):
                 similarity[layer.name].append(statistics)
             del kept
         if math.ceil(len(rest) / batch_size) >= MEANS_SESSION_BATCHES and not any(m.reads_positions for m in chosen):
-            del observer  # one session at a time: each holds the weights
-            means_model, means = with_spatial_means(model, layers)
-            for _ in measure(Runner.create(means_model, device), means, rest):
-                pass
-        else:
-            for _ in measure(observer, observed, rest):
-                pass
+            del runner  # one session at a time: each holds the weights
+            means_model, outputs = with_spatial_means(model, layers)
+            runner = Runner.create(means_model, device)
+        for _ in measure(runner, outputs, rest):
+            pass
     contributions = {metric.name: {layer.name: metric.combine(averages.means(layer.name)) for layer in layers}
                      for metric in chosen}
     return Profile(
