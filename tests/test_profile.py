@@ -27,7 +27,7 @@ from onnxslice.files import sha256_of
 from onnxslice.graph import find_neuron_layers, load_model
 from onnxslice.profile import METRICS, Metric, Profile, profile_model, profiler
 from onnxslice.profile.profiler import cka_samples, with_observed_outputs, with_spatial_means
-from onnxslice.runtime import Runner
+from onnxslice.runtime import ReusedOutputs, Runner
 from onnxslice.slicing.cka import as_samples_neurons_positions
 from onnxslice_cli.profile_cmd import profile as profile_command
 from tests.helpers import CNN, MLP, MODELS, example_torch_model, export_onnx, random_npz
@@ -315,6 +315,22 @@ def test_spatial_means_read_from_the_graph_equal_numpy_means_of_the_activations(
         assert [n.op_type for n in extended.graph.node if n.output[0] in names] == ["ReduceMean"]
 
 
+def test_reused_outputs_read_what_an_ordinary_run_reads_batch_after_batch():
+    """Oracle: Runner.run on the same batch. Batches of changing sizes and contents, each read (and copied) before the
+    next, as the profiler reads them; the first batch of a size is read by an ordinary run, the others through the
+    reused arrays."""
+    model = load_model(CNN)
+    layers = find_neuron_layers(model).hidden
+    runner = Runner.create(with_spatial_means(model, layers)[0], "cpu")
+    outputs = with_spatial_means(model, layers)[1]
+    read = ReusedOutputs(runner, outputs)
+    x = load_data("digits:test").arrays()[0][:23]
+    for batch in (x[:5], x[5:10], x[10:15], x[15:18], x[18:23]):
+        got = [array.copy() for array in read(batch)]
+        for actual, expected in zip(got, runner.run(batch, outputs), strict=True):
+            np.testing.assert_array_equal(actual, expected)
+
+
 @pytest.mark.parametrize("enough", [True, False], ids=["rest-pays-for-a-session", "rest-too-short"])
 def test_after_the_cka_samples_only_spatial_means_are_computed(monkeypatch, enough):
     """avg, var and ens need only spatial means: the CKA samples (10 of each of 3 categories) are read whole, every
@@ -322,9 +338,11 @@ def test_after_the_cka_samples_only_spatial_means_are_computed(monkeypatch, enou
     activations (onnxruntime computes every graph output, asked for or not); else through the first session.
     Oracle for the values: the same profile with every sample read whole."""
     runs = []
-    run = Runner.run
+    run, reused = Runner.run, ReusedOutputs.__call__
     monkeypatch.setattr(Runner, "run", lambda self, x, outputs=None: runs.append(
         (outputs, len(x), {out.name for out in self.model.graph.output})) or run(self, x, outputs))
+    monkeypatch.setattr(ReusedOutputs, "__call__", lambda self, x: runs.append(
+        (self.outputs, len(x), {out.name for out in self.runner.model.graph.output})) or reused(self, x))
     model = load_model(CNN)
     layers = find_neuron_layers(model).hidden
     data = load_data("digits:test:0-2")

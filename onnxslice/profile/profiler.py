@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from onnxslice.large import copy_model
 from onnxslice.profile.artifact import Profile
 from onnxslice.profile.gradients import GradientPass
 from onnxslice.profile.metrics import LayerBatch, Metric, metrics_by_name
-from onnxslice.runtime import Runner, scores_output
+from onnxslice.runtime import ReusedOutputs, Runner, scores_output
 from onnxslice.slicing.cka import SimilarityStatistics, as_samples_neurons_positions, similarity_statistics
 
 #: Samples per category for the CKA statistics: H costs about C·n²·S multiply-adds per layer and category.
@@ -44,6 +45,10 @@ DEFAULT_METRICS = ("avg", "var", "ens")
 #: this many batches: creating it takes as long as 5–8 batches and saves 8–15 % of each (digits CNN, resnet18
 #: 32×32 on 2 cores), so it pays for itself from about 40–90 batches on.
 MEANS_SESSION_BATCHES = 100
+#: Those samples' means are gathered into blocks of about this many bytes (as float64) before the metrics add them:
+#: batch by batch, that Python work took about a fifth of the time of profiling the digits CNN; blocks larger than
+#: this gained nothing more.
+MEANS_BLOCK_BYTES = 2**20
 
 
 def with_observed_outputs(model: onnx.ModelProto, layers: Sequence[NeuronLayer]) -> onnx.ModelProto:
@@ -151,7 +156,7 @@ def profile_model(
     if not layers:
         raise InputError(f"{model_path}: no hidden neuron layers (Conv, or Gemm / MatMul with a constant weight) "
                          "to profile")
-    runner, outputs = Runner.create(with_observed_outputs(model, layers), device), [layer.output for layer in layers]
+    runner = Runner.create(with_observed_outputs(model, layers), device)
     data = runner.prepare(data)
     gradients = GradientPass(model, layers, device) if any(m.needs_gradients for m in chosen) else None
     categories = data.classes
@@ -160,19 +165,32 @@ def profile_model(
     similarity: dict[str, list[SimilarityStatistics]] = {layer.name: [] for layer in layers}
     first, rest = cka_samples(data.labels, categories, max_per_class)
 
-    def measure(runner: Runner, outputs: list[str], positions: np.ndarray) -> Iterator[list[np.ndarray]]:
-        """Run the samples at ``positions`` in batches and add their metric values; yield per layer the runner's
-        outputs as (n, C, S): whole activations, or spatial means (S = 1)."""
-        for start in range(0, len(positions), batch_size):
-            batch = positions[start:start + batch_size]
-            x, labels = data.samples(batch), data.labels[batch]
+    def measure(read: Callable[[np.ndarray], list[np.ndarray]], positions: np.ndarray,
+                block: int) -> Iterator[list[np.ndarray]]:
+        """Run the samples at ``positions`` through ``read`` in batches, gathered into blocks of ``block`` samples
+        (one batch when the PyTorch pass runs: it takes a batch at a time); add each block's metric values and
+        yield its outputs per layer as (n, C, S): whole activations, or spatial means (S = 1). A block of one batch
+        is what ``read`` returned; a larger one, new arrays."""
+        block = batch_size if gradients else block
+        for start in range(0, len(positions), block):
+            samples, outputs = positions[start:start + block], []
+            for offset in range(0, len(samples), batch_size):
+                x = data.samples(samples[offset:offset + batch_size])
+                if len(x) == len(samples):
+                    outputs = read(x)
+                else:
+                    batch = read(x)
+                    outputs = outputs or [np.empty((len(samples), *out.shape[1:]), out.dtype) for out in batch]
+                    for whole, out in zip(outputs, batch, strict=True):
+                        whole[offset:offset + len(x)] = out
+                bar.update(len(x))
+            labels = data.labels[samples]
             activations = [as_samples_neurons_positions(out, layer.channel_axis)
-                           for layer, out in zip(layers, runner.run(x, outputs), strict=True)]
-            torch_batch = gradients.batch(x, labels) if gradients else None
+                           for layer, out in zip(layers, outputs, strict=True)]
+            torch_batch = gradients.batch(x, labels) if gradients else None  # x: the block's one batch
             averages.add(np.searchsorted(category_values, labels),
                          _sample_values(chosen, [LayerBatch(layer, activation, torch_batch)
                                                  for layer, activation in zip(layers, activations, strict=True)]))
-            bar.update(len(batch))
             yield activations
 
     show = progress and sys.stderr.isatty()
@@ -180,16 +198,21 @@ def profile_model(
     # per core instead: its many small products keep one core busier than BLAS threads sharing each product
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(_usable_cores()) as pool, \
             tqdm(total=len(data), desc="profile", unit="sample", file=sys.stderr, disable=not show) as bar:
+        outputs = [layer.output for layer in layers]
         for positions in first:  # one category's CKA samples: their H from the whole activations, then forgotten
-            kept = [np.concatenate(parts) for parts in zip(*measure(runner, outputs, positions), strict=True)]
+            kept = [np.concatenate(parts) if len(parts) > 1 else parts[0]  # new arrays from every run
+                    for parts in zip(*measure(partial(runner.run, outputs=outputs), positions, len(positions)),
+                                     strict=True)]
             for layer, statistics in zip(layers, pool.map(similarity_statistics, kept), strict=True):
                 similarity[layer.name].append(statistics)
             del kept
+        block = batch_size
         if math.ceil(len(rest) / batch_size) >= MEANS_SESSION_BATCHES and not any(m.reads_positions for m in chosen):
             del runner  # one session at a time: each holds the weights
             means_model, outputs = with_spatial_means(model, layers)
             runner = Runner.create(means_model, device)
-        for _ in measure(runner, outputs, rest):
+            block *= max(1, MEANS_BLOCK_BYTES // (batch_size * 8 * sum(layer.size for layer in layers)))
+        for _ in measure(ReusedOutputs(runner, outputs), rest, block):  # a block's values are added before the next
             pass
     contributions = {metric.name: {layer.name: metric.combine(averages.means(layer.name)) for layer in layers}
                      for metric in chosen}
