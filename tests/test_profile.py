@@ -321,8 +321,8 @@ def test_reused_outputs_read_what_an_ordinary_run_reads_batch_after_batch():
     reused arrays."""
     model = load_model(CNN)
     layers = find_neuron_layers(model).hidden
-    runner = Runner.create(with_spatial_means(model, layers)[0], "cpu")
-    outputs = with_spatial_means(model, layers)[1]
+    means_model, outputs = with_spatial_means(model, layers)
+    runner = Runner.create(means_model, "cpu")
     read = ReusedOutputs(runner, outputs)
     x = load_data("digits:test").arrays()[0][:23]
     for batch in (x[:5], x[5:10], x[10:15], x[15:18], x[18:23]):
@@ -335,7 +335,8 @@ def test_reused_outputs_read_what_an_ordinary_run_reads_batch_after_batch():
 def test_after_the_cka_samples_only_spatial_means_are_computed(monkeypatch, enough):
     """avg, var and ens need only spatial means: the CKA samples (10 of each of 3 categories) are read whole, every
     other sample, when they make enough batches, through a session whose graph outputs the means and not the whole
-    activations (onnxruntime computes every graph output, asked for or not); else through the first session.
+    activations (onnxruntime computes every graph output, asked for or not), their means gathered into one block of
+    many batches before the metrics add them; else through the first session, a batch at a time.
     Oracle for the values: the same profile with every sample read whole."""
     runs = []
     run, reused = Runner.run, ReusedOutputs.__call__

@@ -7,8 +7,8 @@ time: their whole activations give that category's CKA statistics H, and are the
 one category's activations and does not grow with the number of samples. Metrics that need only each
 neuron's spatial mean then read the other samples through a second session whose graph outputs just the
 means (onnxruntime computes every output of a graph, asked for or not), when they are enough to pay for
-creating it. Every sample runs once. A PyTorch pass over the same batches (onnx2torch) runs only when a
-gradient metric is asked for.
+creating it; those samples are read into reused arrays and added a block of batches at a time. Every sample
+runs once. A PyTorch pass over the same batches (onnx2torch) runs only when a gradient metric is asked for.
 """
 
 from __future__ import annotations
@@ -179,9 +179,9 @@ def profile_model(
                 if len(x) == len(samples):
                     outputs = read(x)
                 else:
-                    batch = read(x)
-                    outputs = outputs or [np.empty((len(samples), *out.shape[1:]), out.dtype) for out in batch]
-                    for whole, out in zip(outputs, batch, strict=True):
+                    read_now = read(x)
+                    outputs = outputs or [np.empty((len(samples), *out.shape[1:]), out.dtype) for out in read_now]
+                    for whole, out in zip(outputs, read_now, strict=True):
                         whole[offset:offset + len(x)] = out
                 bar.update(len(x))
             labels = data.labels[samples]
