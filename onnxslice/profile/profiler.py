@@ -198,10 +198,10 @@ def profile_model(
     # per core instead: its many small products keep one core busier than BLAS threads sharing each product
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(_usable_cores()) as pool, \
             tqdm(total=len(data), desc="profile", unit="sample", file=sys.stderr, disable=not show) as bar:
-        outputs = [layer.output for layer in layers]
+        names = [layer.output for layer in layers]  # the graph outputs read
         for positions in first:  # one category's CKA samples: their H from the whole activations, then forgotten
             kept = [np.concatenate(parts) if len(parts) > 1 else parts[0]  # new arrays from every run
-                    for parts in zip(*measure(partial(runner.run, outputs=outputs), positions, len(positions)),
+                    for parts in zip(*measure(partial(runner.run, outputs=names), positions, len(positions)),
                                      strict=True)]
             for layer, statistics in zip(layers, pool.map(similarity_statistics, kept), strict=True):
                 similarity[layer.name].append(statistics)
@@ -209,10 +209,10 @@ def profile_model(
         block = batch_size
         if math.ceil(len(rest) / batch_size) >= MEANS_SESSION_BATCHES and not any(m.reads_positions for m in chosen):
             del runner  # one session at a time: each holds the weights
-            means_model, outputs = with_spatial_means(model, layers)
+            means_model, names = with_spatial_means(model, layers)
             runner = Runner.create(means_model, device)
             block *= max(1, MEANS_BLOCK_BYTES // (batch_size * 8 * sum(layer.size for layer in layers)))
-        for _ in measure(ReusedOutputs(runner, outputs), rest, block):  # a block's values are added before the next
+        for _ in measure(ReusedOutputs(runner, names), rest, block):  # a block's values are added before the next
             pass
     contributions = {metric.name: {layer.name: metric.combine(averages.means(layer.name)) for layer in layers}
                      for metric in chosen}
