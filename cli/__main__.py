@@ -1,5 +1,5 @@
 """`python -m onnxslice_cli`: the same as the `onnxslice` console script."""
 
-from onnxslice_cli.main import cli
+from onnxslice_cli.entry import main
 
-cli()
+main()

@@ -7,15 +7,17 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 import onnx
 
-from onnxslice.data import DataSource, ImageOptions, load_data
-from onnxslice.errors import InputError
-from onnxslice.files import sha256_of
+from onnxslice.data import DataSource, ImageOptions, load_data, source_path
+from onnxslice.errors import InputError, one_line
+from onnxslice.files import check_outputs, sha256_of
 from onnxslice.graph import find_neuron_layers, load_model
+from onnxslice.large import external_data_files
 from onnxslice.runtime import DEVICES
 from onnxslice.slicing.artifact import Slice
 from onnxslice.surgery.verify import VerificationError
@@ -23,29 +25,89 @@ from onnxslice.surgery.verify import VerificationError
 log = logging.getLogger("onnxslice")
 
 
+class InputFile(click.Path):
+    """A file the command reads: no output of the command may be it (see :func:`reports_errors`)."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False)
+
+
+class OutputFile(click.Path):
+    """A file the command writes: checked against every input and the other outputs before any work starts."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False)
+
+
+class DataSpec(click.ParamType):
+    """A DATA argument (a .npz, an image folder or a built-in, optionally :CLASSES): its file or folder is an
+    input that no output may overwrite or write into."""
+
+    name = "DATA"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        return str(value)
+
+
 def reports_errors(command: Callable) -> Callable:
-    """Turn an InputError into one line on stderr and exit code 2; a failed verification or anything else is
-    one line and exit code 1."""
+    """Check the outputs against the inputs first; then turn an InputError into one line on stderr and exit code 2,
+    a failed verification or anything else into one line and exit code 1, Ctrl-C into one line and 130."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            guard_outputs(click.get_current_context().command, kwargs)
             return command(*args, **kwargs)
         except InputError as exc:
-            click.echo(f"onnxslice: error: {exc}", err=True)
+            click.echo(f"onnxslice: error: {one_line(str(exc))}", err=True)
             sys.exit(2)
         except VerificationError as exc:  # a rewrite we refuse to write: our failure, exit 1
-            click.echo(f"onnxslice: error: {exc}", err=True)
+            click.echo(f"onnxslice: error: {one_line(str(exc))}", err=True)
             sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("onnxslice: interrupted", err=True)
+            sys.exit(130)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - the last resort for bugs: exit 1, still one line
             log.debug("internal error", exc_info=True)
-            click.echo(f"onnxslice: internal error: {type(exc).__name__}: {exc} "
+            click.echo(f"onnxslice: internal error: {type(exc).__name__}: {one_line(str(exc), 200)} "
                        "(run with ONNXSLICE_DEBUG=1 for the traceback)", err=True)
             sys.exit(1)
 
     return wrapper
+
+
+def guard_outputs(command: click.Command, values: dict) -> None:
+    """No file a command writes may be a file it reads (model and its external data, data file or folder, slice,
+    profile, baseline), lie inside a data folder, or be another output; every output's folder must be writable.
+    Inputs and outputs are known by their parameter types (:class:`InputFile`, :class:`DataSpec`,
+    :class:`OutputFile`), so a new option is protected by declaring its type."""
+    inputs: list[Path] = []
+    outputs: list[tuple[str, str]] = []
+    for param in command.params:
+        given = values.get(param.name or "")
+        for value in (given if param.multiple else [given]) if given not in (None, ()) else []:
+            if isinstance(param.type, OutputFile):
+                outputs.append((_option_name(param), value))
+            elif isinstance(param.type, InputFile):
+                inputs.append(Path(value))
+            elif isinstance(param.type, DataSpec) and (path := source_path(value)) is not None:
+                inputs.append(path)
+    if not outputs:
+        return
+    written = [Path(out).parent.resolve() for _, out in outputs]
+    for source in [p for p in inputs if p.suffix == ".onnx" and p.is_file()]:
+        if source.parent.resolve() in written:
+            inputs += external_data_files(source)
+    model_outputs = [(option, f"{path}.data") for option, path in outputs if str(path).endswith(".onnx")]
+    check_outputs(outputs, inputs)
+    for option, companion in model_outputs:  # where a model past 2 GB would keep its weights
+        check_outputs([(option + " (its .data file)", companion)], inputs)
+
+
+def _option_name(param: click.Parameter) -> str:
+    return max(param.opts, key=len) if isinstance(param, click.Option) else param.human_readable_name
 
 
 def emit(result: dict, as_json: bool, table: Callable[[dict], str]) -> None:
@@ -72,7 +134,7 @@ def device_option(command: Callable) -> Callable:
 
 
 def model_argument(command: Callable) -> Callable:
-    return click.argument("model", type=click.Path(dir_okay=False))(command)
+    return click.argument("model", type=InputFile())(command)
 
 
 def data_options(command: Callable) -> Callable:
@@ -109,15 +171,3 @@ def load_model_and_slice(model: str, slice_path: str) -> tuple[onnx.ModelProto, 
     piece = Slice.load(slice_path)
     piece.check_against(sha256_of(model), find_neuron_layers(onnx_model), model)
     return onnx_model, piece
-
-
-def not_implemented(name: str, summary: str) -> click.Command:
-    """A placeholder subcommand: listed in --help, answers 'not implemented yet' with exit code 2."""
-
-    @click.command(name, help=f"{summary}\n\nNot implemented yet.",
-                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    def command() -> None:
-        click.echo(f"onnxslice: error: '{name}' is not implemented yet", err=True)
-        sys.exit(2)
-
-    return command

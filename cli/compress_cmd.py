@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
-import onnx
 
 from onnxslice.compress.loop import DEFAULT_MAX_DROP, DEFAULT_MAX_ITERATIONS, DEFAULT_STEP
 from onnxslice.compress.loop import compress as run_compress
 from onnxslice.compress.methods import METHODS, make_method
-from onnxslice.files import check_output_path, write_atomically
+from onnxslice.errors import InputError
 from onnxslice.graph import load_model
+from onnxslice.large import write_model
 from onnxslice_cli.common import (
+    DataSpec,
+    InputFile,
+    OutputFile,
     data_options,
     device_option,
     emit,
@@ -24,10 +29,10 @@ from onnxslice_cli.common import (
 
 @click.command()
 @model_argument
-@click.option("--slice", "slice_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--slice", "slice_path", type=InputFile(), default=None,
               help="slice.json made for MODEL: restructure with it first. Without it, prune the original "
                    "model (the baseline of the paper's Table 4).")
-@click.option("--data", "data_spec", required=True, metavar="DATA",
+@click.option("--data", "data_spec", type=DataSpec(), required=True, metavar="DATA",
               help="Labelled data the accuracy is measured on (a .npz, an image folder, digits:test, ...).")
 @click.option("--method", type=click.Choice(list(METHODS)), required=True,
               help="lamp: LAMP scores (Lee et al. 2020); global: global magnitude; uniform: Uniform+ (Gale et al. "
@@ -37,7 +42,7 @@ from onnxslice_cli.common import (
 @click.option("--max-drop", type=float, default=DEFAULT_MAX_DROP, show_default=True,
               help="Stop before accuracy falls more than this (absolute) below the original model's.")
 @click.option("--max-iterations", type=click.IntRange(min=1), default=DEFAULT_MAX_ITERATIONS, show_default=True)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", required=True, type=OutputFile(),
               help="Where to write the compressed model (zeros stored dense).")
 @device_option
 @data_options
@@ -52,7 +57,7 @@ def compress(model: str, slice_path: str | None, data_spec: str, method: str, st
     pruning iterations kept, MA the accuracy of the written model. The written ONNX stores the zeros;
     the report says how much a sparse (CSR) format of the pruned weights would save.
     """
-    out = check_output_path(output, model, slice_path, data_spec)
+    out = Path(output)
     if slice_path:
         original, piece = load_model_and_slice(model, slice_path)
         kept = piece.kept()
@@ -60,7 +65,11 @@ def compress(model: str, slice_path: str | None, data_spec: str, method: str, st
         original, kept = load_model(model), None
     data = open_data(data_spec, image)
     result = run_compress(original, data, make_method(method), kept, step, max_drop, device, max_iterations)
-    write_atomically(out, lambda tmp: onnx.save(result.model, str(tmp)))
+    if not result.within_budget:
+        raise InputError(f"{slice_path}: the restructured model scores {result.accuracy_start:.4f} on {data.name}, "
+                         f"more than --max-drop {max_drop} below the original's {result.accuracy_original:.4f}; "
+                         "nothing written")
+    write_model(result.model, out)
     emit({"output": str(out), "model": model, "slice": slice_path, "method": method, "step": step,
           "max_drop": max_drop, "data": data.name, **result.to_json()}, as_json, format_compress)
 

@@ -7,6 +7,8 @@ import click
 from onnxslice.evaluate import evaluate as evaluate_model
 from onnxslice.graph import load_model
 from onnxslice_cli.common import (
+    DataSpec,
+    InputFile,
     data_options,
     device_option,
     emit,
@@ -22,10 +24,10 @@ COMPARED = [("accuracy", "accuracy", "{:.4f}"), ("params", "parameters", "{:,}")
 
 @click.command()
 @model_argument
-@click.option("--data", "data_spec", required=True, metavar="DATA",
+@click.option("--data", "data_spec", type=DataSpec(), required=True, metavar="DATA",
               help="A .npz with x and y, an image folder, or digits / digits:train / digits:test; "
                    "optionally :CLASSES such as :0-4.")
-@click.option("--baseline", type=click.Path(dir_okay=False), default=None,
+@click.option("--baseline", type=InputFile(), default=None,
               help="Also evaluate this model (e.g. the original) and print a before/after table.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @device_option

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import click
-import onnx
+from pathlib import Path
 
-from onnxslice.data import parse_class_filter
+import click
+
+from onnxslice.data import classes_in, parse_class_filter
 from onnxslice.errors import InputError
-from onnxslice.files import check_output_path, write_atomically
+from onnxslice.large import write_model
 from onnxslice.maintain.incremental import incremental as learn_incrementally
 from onnxslice.maintain.incremental import old_categories
+from onnxslice.runtime import scores_output
 from onnxslice_cli.common import (
+    DataSpec,
+    InputFile,
+    OutputFile,
     data_options,
     emit,
     json_option,
@@ -29,25 +34,26 @@ from onnxslice_cli.maintain_options import (
 
 @click.command()
 @model_argument
-@click.option("--slice", "slice_path", required=True, type=click.Path(dir_okay=False),
+@click.option("--slice", "slice_path", required=True, type=InputFile(),
               help="slice.json of the old task made for MODEL: its kept neurons are frozen.")
-@click.option("--data", "data_spec", required=True, metavar="NEW_DATA", help=f"New-task training data. {DATA_HELP}")
-@click.option("--replay", "replay_spec", metavar="OLD_DATA", default=None,
+@click.option("--data", "data_spec", type=DataSpec(), required=True, metavar="NEW_DATA",
+              help=f"New-task training data. {DATA_HELP}")
+@click.option("--replay", "replay_spec", type=DataSpec(), metavar="OLD_DATA", default=None,
               help="Old-task data mixed into training (replay baseline).")
 @click.option("--replay-fraction", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="Stratified fraction of OLD_DATA to replay (default 1 when --replay is given).")
 @click.option("--old-classes", default=None, metavar="CLASSES",
               help="Old-task categories whose classifier rows are frozen, e.g. 0-4 (default: the slice's "
                    "per-category keys).")
-@click.option("--eval-data", "eval_spec", metavar="DATA", default=None,
+@click.option("--eval-data", "eval_spec", type=DataSpec(), metavar="DATA", default=None,
               help="New-task data for task_b (default: NEW_DATA).")
-@click.option("--old-eval-data", "old_eval_spec", metavar="DATA", default=None,
+@click.option("--old-eval-data", "old_eval_spec", type=DataSpec(), metavar="DATA", default=None,
               help="Old-task data for task_a, measured on the old-task model (default: --replay data, if any).")
 @click.option("--train", "train", type=click.Choice(["non-critical", "all"]), default="non-critical",
               show_default=True, help="non-critical: freeze the slice's neurons; all: plain retraining.")
 @training_options
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write new.onnx.")
-@click.option("--old-task-out", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--output", required=True, type=OutputFile(), help="Where to write new.onnx.")
+@click.option("--old-task-out", type=OutputFile(), default=None,
               help="Also write the old-task model: the frozen parameters with the slice's mask (the new model "
                    "itself when nothing is frozen).")
 @data_options
@@ -60,12 +66,10 @@ def incremental(model: str, slice_path: str, data_spec: str, replay_spec: str | 
     """Freeze the critical neurons of the old task (SLICE) and train the rest of MODEL on NEW_DATA -> new.onnx."""
     if replay_fraction is not None and not replay_spec:
         raise InputError("--replay-fraction needs --replay OLD_DATA")
-    out = check_output_path(output, model, slice_path)
-    old_out = check_output_path(old_task_out, model, slice_path, output) if old_task_out else None
-    if old_out is not None and old_out.resolve() == out.resolve():
-        raise InputError(f"--old-task-out {old_task_out}: same file as -o")
+    out, old_out = Path(output), Path(old_task_out) if old_task_out else None
     onnx_model, piece = load_model_and_slice(model, slice_path)
-    classes = parse_class_filter(old_classes) if old_classes else old_categories(piece)
+    classes = (classes_in(parse_class_filter(old_classes), scores_output(onnx_model)[1]) if old_classes
+               else old_categories(piece))
     if not classes and train != "all":
         log.warning("incremental: no old-task categories known (slice has no per-category lists, no --old-classes); "
                     "every classifier row is trained")
@@ -77,9 +81,9 @@ def incremental(model: str, slice_path: str, data_spec: str, replay_spec: str | 
         onnx_model, piece, open_optional(data_spec, image, max_per_class), replay, old_eval,
         open_optional(eval_spec, image, max_per_class), classes,
         training_settings(epochs, lr, batch_size, weight_decay, seed), train == "all")
-    write_atomically(out, lambda tmp: onnx.save(new_model, str(tmp)))
+    write_model(new_model, out)
     if old_out is not None:
-        write_atomically(old_out, lambda tmp: onnx.save(old_model, str(tmp)))
+        write_model(old_model, old_out)
     emit({"output": str(out), "old_task_output": str(old_out) if old_out else None, "model": model,
           "slice": slice_path, "replay_fraction": replay_fraction if replay else None, **report},
          as_json, format_incremental)

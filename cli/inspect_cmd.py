@@ -7,27 +7,27 @@ from pathlib import Path
 import click
 
 from onnxslice.errors import InputError
-from onnxslice.files import check_output_path, sha256_of, write_atomically
+from onnxslice.files import sha256_of, write_atomically
 from onnxslice.graph import find_neuron_layers, load_model
 from onnxslice.slicing.artifact import Slice
 from onnxslice.slicing.summary import layer_table, neuron_fraction, parameter_fraction
-from onnxslice_cli.common import emit, json_option, reports_errors
+from onnxslice_cli.common import InputFile, OutputFile, emit, json_option, reports_errors
 
 PLOT_FORMATS = (".png", ".svg", ".pdf")
 
 
 @click.command()
-@click.argument("slice_path", metavar="SLICE", type=click.Path(dir_okay=False))
-@click.option("--model", type=click.Path(dir_okay=False), default=None,
+@click.argument("slice_path", metavar="SLICE", type=InputFile())
+@click.option("--model", type=InputFile(), default=None,
               help="The sliced model: report the fraction of its parameters the masked model still uses.")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+@click.option("--plot", type=OutputFile(), default=None,
               help="Write a bar chart of kept / total neurons per layer (PNG, SVG or PDF).")
 @json_option
 @reports_errors
 def inspect(slice_path: str, model: str | None, plot: str | None, as_json: bool) -> None:
     """Summarise SLICE (a slice.json): kept neurons per layer and category, the fraction of the model kept."""
     piece = Slice.load(slice_path)
-    plot_path = check_output_path(plot, slice_path, model) if plot else None
+    plot_path = Path(plot) if plot else None
     if plot_path and plot_path.suffix.lower() not in PLOT_FORMATS:
         raise InputError(f"--plot {plot}: give a file ending in {', '.join(PLOT_FORMATS)}")
     result = {"slice": slice_path, "metric": piece.metric, "strategy": piece.strategy, "theta": piece.theta,

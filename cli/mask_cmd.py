@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import numpy as np
 import onnx
 
-from onnxslice.files import check_output_path
 from onnxslice.large import check_model, write_model
 from onnxslice.runtime import input_name, make_session
 from onnxslice.slicing.summary import neuron_fraction, parameter_fraction
 from onnxslice.stats import fixed_input_shape
 from onnxslice.surgery.mask import mask_model
-from onnxslice_cli.common import emit, json_option, load_model_and_slice, log, model_argument, reports_errors
+from onnxslice_cli.common import (
+    InputFile,
+    OutputFile,
+    emit,
+    json_option,
+    load_model_and_slice,
+    log,
+    model_argument,
+    reports_errors,
+)
 
 
 @click.command()
 @model_argument
-@click.option("--slice", "slice_path", required=True, type=click.Path(dir_okay=False),
+@click.option("--slice", "slice_path", required=True, type=InputFile(),
               help="slice.json made for MODEL (onnxslice slice).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write masked.onnx.")
+@click.option("-o", "--output", required=True, type=OutputFile(), help="Where to write masked.onnx.")
 @json_option
 @reports_errors
 def mask(model: str, slice_path: str, output: str, as_json: bool) -> None:
     """Zero the non-critical neurons of SLICE where their consumers read them; shapes unchanged -> masked.onnx."""
-    out = check_output_path(output, model, slice_path)
+    out = Path(output)
     onnx_model, piece = load_model_and_slice(model, slice_path)
     masked = mask_model(onnx_model, piece.kept())
     check_model(masked)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from onnxslice.errors import InputError
-from onnxslice.files import check_output_path
 from onnxslice.graph import find_neuron_layers, load_model
 from onnxslice.profile import METRICS, profile_model
 from onnxslice.profile.profiler import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PER_CLASS, DEFAULT_METRICS
 from onnxslice_cli.common import (
+    DataSpec,
+    OutputFile,
     data_options,
     device_option,
     emit,
@@ -23,7 +26,7 @@ from onnxslice_cli.common import (
 @click.command()
 @model_argument
 @click.option("--list-layers", is_flag=True, help="Only list the neuron layers (and the skipped nodes) of MODEL.")
-@click.option("--data", "data_spec", metavar="DATA",
+@click.option("--data", "data_spec", type=DataSpec(), metavar="DATA",
               help="A .npz with x and y, an image folder, or digits / digits:train / digits:test; "
                    "optionally :CLASSES such as :0-4.")
 @click.option("--metric", "metrics", multiple=True, type=click.Choice(list(METRICS)),
@@ -33,7 +36,7 @@ from onnxslice_cli.common import (
               help="Samples per category for the CKA statistics (contributions use all samples); the "
                    "activations of one category's samples are held at a time.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write profile.npz.")
+@click.option("-o", "--output", type=OutputFile(), help="Where to write profile.npz.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @device_option
 @data_options
@@ -51,7 +54,7 @@ def profile(model: str, list_layers: bool, data_spec: str | None, metrics: tuple
         return
     if data_spec is None or output is None:
         raise InputError("profile needs --data DATA and -o profile.npz (or --list-layers)")
-    out = check_output_path(output, model)
+    out = Path(output)
     data = open_data(data_spec, image)
     result = profile_model(model, data, metrics or DEFAULT_METRICS, max_per_class, device, batch_size,
                            progress=not quiet)

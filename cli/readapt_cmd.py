@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-import click
-import onnx
+from pathlib import Path
 
-from onnxslice.files import check_output_path, write_atomically
+import click
+
+from onnxslice.large import write_model
 from onnxslice.maintain.attacks import ATTACKS, DEFAULT_EPS_FRACTION
 from onnxslice.maintain.readapt import readapt as readapt_model
-from onnxslice_cli.common import data_options, emit, json_option, load_model_and_slice, model_argument, reports_errors
+from onnxslice_cli.common import (
+    DataSpec,
+    InputFile,
+    OutputFile,
+    data_options,
+    emit,
+    json_option,
+    load_model_and_slice,
+    model_argument,
+    reports_errors,
+)
 from onnxslice_cli.maintain_options import (
     DATA_HELP,
     open_optional,
@@ -19,10 +30,11 @@ from onnxslice_cli.maintain_options import (
 
 @click.command()
 @model_argument
-@click.option("--slice", "slice_path", required=True, type=click.Path(dir_okay=False),
+@click.option("--slice", "slice_path", required=True, type=InputFile(),
               help="slice.json made for MODEL: its kept neurons are the ones trained.")
-@click.option("--data", "data_spec", required=True, metavar="DATA", help=f"Training data. {DATA_HELP}")
-@click.option("--eval-data", "eval_spec", metavar="DATA", default=None,
+@click.option("--data", "data_spec", type=DataSpec(), required=True, metavar="DATA",
+              help=f"Training data. {DATA_HELP}")
+@click.option("--eval-data", "eval_spec", type=DataSpec(), metavar="DATA", default=None,
               help="Data for the reported accuracies (default: --data).")
 @click.option("--attack", type=click.Choice(sorted(ATTACKS)), default="fgsm", show_default=True,
               help="torchattacks attack generating the adversarial samples.")
@@ -33,7 +45,7 @@ from onnxslice_cli.maintain_options import (
 @click.option("--train", "train", type=click.Choice(["critical", "all"]), default="critical", show_default=True,
               help="critical: only the slice's kept neurons (and the classifier); all: the full-training baseline.")
 @training_options
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write out.onnx.")
+@click.option("-o", "--output", required=True, type=OutputFile(), help="Where to write out.onnx.")
 @data_options
 @json_option
 @reports_errors
@@ -42,13 +54,13 @@ def readapt(model: str, slice_path: str, data_spec: str, eval_spec: str | None, 
             weight_decay: float, seed: int, max_per_class: int | None, output: str, as_json: bool,
             **image: object) -> None:
     """Train only the critical neurons of MODEL on CE(x) + CE(adv(x)) -> out.onnx; reports TPR, RA, RAA."""
-    out = check_output_path(output, model, slice_path)
+    out = Path(output)
     onnx_model, piece = load_model_and_slice(model, slice_path)
     data = open_optional(data_spec, image, max_per_class)
     eval_data = open_optional(eval_spec, image, max_per_class)
     adapted, report = readapt_model(onnx_model, piece, data, eval_data, attack, eps, tuple(clip) if clip else None,
                                     training_settings(epochs, lr, batch_size, weight_decay, seed), train == "all")
-    write_atomically(out, lambda tmp: onnx.save(adapted, str(tmp)))
+    write_model(adapted, out)
     emit({"output": str(out), "model": model, "slice": slice_path, **report}, as_json, format_readapt)
 
 

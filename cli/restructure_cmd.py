@@ -7,38 +7,60 @@ failure, reported in one line, and nothing is written.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from onnxslice.files import check_output_path
 from onnxslice.large import write_model
 from onnxslice.stats import count_macs, count_params, measure_latency
 from onnxslice.surgery.restructure import restructure as restructure_model
-from onnxslice.surgery.verify import verify
-from onnxslice_cli.common import device_option, emit, json_option, load_model_and_slice, model_argument, reports_errors
+from onnxslice.surgery.verify import probe_samples, verify
+from onnxslice_cli.common import (
+    DataSpec,
+    InputFile,
+    OutputFile,
+    data_options,
+    device_option,
+    emit,
+    json_option,
+    load_model_and_slice,
+    log,
+    model_argument,
+    open_data,
+    reports_errors,
+)
 
 
 @click.command()
 @model_argument
-@click.option("--slice", "slice_path", required=True, type=click.Path(dir_okay=False),
+@click.option("--slice", "slice_path", required=True, type=InputFile(),
               help="slice.json made for MODEL (onnxslice slice).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write pruned.onnx.")
+@click.option("-o", "--output", required=True, type=OutputFile(), help="Where to write pruned.onnx.")
 @click.option("--latency-batch", type=click.IntRange(min=1), default=32, show_default=True,
               help="Batch size of the latency measurement.")
+@click.option("--data", "data_spec", type=DataSpec(), default=None, metavar="DATA",
+              help="Verify on the first samples of DATA (real inputs) before standard-normal probes.")
 @device_option
+@data_options
 @json_option
 @reports_errors
-def restructure(model: str, slice_path: str, output: str, latency_batch: int, device: str, as_json: bool) -> None:
+def restructure(model: str, slice_path: str, output: str, latency_batch: int, data_spec: str | None, device: str,
+                as_json: bool, **image: object) -> None:
     """Remove the non-critical channels of SLICE from MODEL -> a smaller ONNX model, verified before writing.
 
     The result must pass the ONNX checker, run in onnxruntime and match `onnxslice mask` of the same
     slice on probe inputs; otherwise nothing is written (exit code 1). Channel groups that cannot be
     shrunk (coupled to something not understood) are kept whole and listed with the reason.
     """
-    out = check_output_path(output, model, slice_path)
+    out = Path(output)
     original, piece = load_model_and_slice(model, slice_path)
     kept = piece.kept()
     pruned, report = restructure_model(original, kept)
-    check = verify(original, pruned, kept, device)
+    samples = probe_samples(open_data(data_spec, image), original) if data_spec else None
+    check = verify(original, pruned, kept, device, samples=samples)
+    if not check.informative:
+        log.warning("restructure: verification says little: the model's outputs hardly vary across %s "
+                    "(output scale %.3g); give --data for real inputs", check.probes, check.output_scale)
     data = write_model(pruned, out)
     result = {
         "output": str(out), "model": model, "slice": slice_path, "external_data": data,
@@ -47,7 +69,8 @@ def restructure(model: str, slice_path: str, output: str, latency_batch: int, de
         "latency_ms_before": measure_latency(original, latency_batch, device=device),
         "latency_ms_after": measure_latency(pruned, latency_batch, device=device),
         "latency_batch": latency_batch,
-        "max_abs_diff": check.max_abs_diff, "output_scale": check.output_scale,
+        "max_abs_diff": check.max_abs_diff, "output_scale": check.output_scale, "probes": check.probes,
+        "verification_informative": check.informative,
         **report.to_json(),
     }
     emit(result, as_json, format_restructure)

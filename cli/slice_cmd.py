@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from onnxslice.errors import InputError
-from onnxslice.files import check_output_path, sha256_of
+from onnxslice.files import sha256_of
 from onnxslice.graph import find_neuron_layers, load_model
 from onnxslice.profile.artifact import Profile
 from onnxslice.profile.metrics import METRICS
@@ -13,6 +13,9 @@ from onnxslice.profile.profiler import DEFAULT_MAX_PER_CLASS, profile_model
 from onnxslice.slicing.strategies import DEFAULT_RATIO, DEFAULT_THETA, STRATEGIES, make_strategy, select
 from onnxslice.slicing.summary import layer_table, neuron_fraction
 from onnxslice_cli.common import (
+    DataSpec,
+    InputFile,
+    OutputFile,
     data_options,
     device_option,
     emit,
@@ -29,10 +32,10 @@ DEFAULT_METRIC = "taylor"
 
 @click.command("slice")
 @model_argument
-@click.option("--data", "data_spec", metavar="DATA",
+@click.option("--data", "data_spec", type=DataSpec(), metavar="DATA",
               help="Data to profile MODEL on: a .npz with x and y, an image folder, or digits / digits:train / "
                    "digits:test; optionally :CLASSES such as :0-4. Not read when --profile is given.")
-@click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--profile", "profile_path", type=InputFile(), default=None,
               help="A profile.npz of MODEL (onnxslice profile): slice from it without running the model.")
 @click.option("--metric", type=click.Choice(sorted(METRICS)), default=None,
               help=f"Neuron contribution metric that orders the neurons [default: {DEFAULT_METRIC}, or with "
@@ -49,7 +52,7 @@ DEFAULT_METRIC = "taylor"
 @click.option("--uncentered", is_flag=True, help="Semantic: the paper's uncentred CKA (Eq. 2) instead of centred.")
 @click.option("--max-per-class", type=click.IntRange(min=1), default=DEFAULT_MAX_PER_CLASS, show_default=True,
               help="Samples per category used for the CKA statistics when profiling.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write slice.json.")
+@click.option("-o", "--output", required=True, type=OutputFile(), help="Where to write slice.json.")
 @device_option
 @data_options
 @json_option
@@ -59,7 +62,6 @@ def slice(model: str, data_spec: str | None, profile_path: str | None, metric: s
           device: str, as_json: bool, **image: object) -> None:
     """Select the critical neurons of MODEL per layer (semantic, global or category-wise) -> slice.json."""
     chosen = make_strategy(strategy, theta, ratio, step, centered=not uncentered)
-    out = check_output_path(output, model, profile_path, data_spec)
     onnx_model = load_model(model)
     scan = find_neuron_layers(onnx_model)
     if profile_path:
@@ -77,8 +79,8 @@ def slice(model: str, data_spec: str | None, profile_path: str | None, metric: s
         raise InputError("--data is required (or give --profile with a profile of the model)")
     result = select(profile, metric, chosen)
     result.check_against(profile.model_sha256, scan, model)
-    result.save(out)
-    summary = {"output": str(out), "model": model, "metric": metric, "strategy": strategy,
+    result.save(output)
+    summary = {"output": output, "model": model, "metric": metric, "strategy": strategy,
                **chosen.settings(), "neuron_fraction": neuron_fraction(result), "layers": layer_table(result)}
     emit(summary, as_json, format_summary)
 

@@ -21,12 +21,15 @@ from onnxslice.compress.sweep import (
 )
 from onnxslice.errors import InputError
 from onnxslice.evaluate import accuracy
-from onnxslice.files import check_output_path, sha256_of, write_atomically
+from onnxslice.files import sha256_of, write_atomically
 from onnxslice.graph import load_model
 from onnxslice.profile.artifact import Profile
 from onnxslice.profile.metrics import METRICS
 from onnxslice.profile.profiler import DEFAULT_MAX_PER_CLASS, profile_model
 from onnxslice_cli.common import (
+    DataSpec,
+    InputFile,
+    OutputFile,
     data_options,
     device_option,
     emit,
@@ -39,11 +42,11 @@ from onnxslice_cli.common import (
 
 @click.command()
 @model_argument
-@click.option("--data", "data_spec", required=True, metavar="DATA",
+@click.option("--data", "data_spec", type=DataSpec(), required=True, metavar="DATA",
               help="Data to profile MODEL on (and to evaluate on, unless --eval-data is given).")
-@click.option("--eval-data", "eval_spec", default=None, metavar="DATA",
+@click.option("--eval-data", "eval_spec", type=DataSpec(), default=None, metavar="DATA",
               help="Data the accuracy of every slice is measured on, e.g. digits:test (default: --data).")
-@click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--profile", "profile_path", type=InputFile(), default=None,
               help="A profile.npz of MODEL with the metrics asked for: slice from it instead of profiling.")
 @click.option("--metric", "metrics", type=click.Choice(sorted(METRICS)), multiple=True,
               help="Contribution metric (repeat for several; default taylor).")
@@ -57,8 +60,8 @@ from onnxslice_cli.common import (
               help="DeepArc: consecutive layers with CKA above this form one module.")
 @click.option("--max-per-class", type=click.IntRange(min=1), default=DEFAULT_MAX_PER_CLASS, show_default=True,
               help="Samples per category for the CKA statistics (and DeepArc's layer similarities).")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write the plot (PNG).")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write the points as CSV.")
+@click.option("--plot", "plot_path", type=OutputFile(), default=None, help="Write the plot (PNG).")
+@click.option("--csv", "csv_path", type=OutputFile(), default=None, help="Write the points as CSV.")
 @device_option
 @data_options
 @json_option
@@ -70,7 +73,6 @@ def sweep(model: str, data_spec: str, eval_spec: str | None, profile_path: str |
     fraction of parameters removed vs accuracy (the paper's Figure 5), as a table, JSON, CSV and plot."""
     chosen = parse_strategies(strategies)
     theta_values, ratio_values = parse_values(thetas, "--thetas"), parse_values(ratios, "--ratios")
-    outputs = [check_output_path(path, model, profile_path) for path in (plot_path, csv_path) if path]
     metrics = metrics or ("taylor",)
     onnx_model = load_model(model)
     data = open_data(data_spec, dict(image))
@@ -91,9 +93,9 @@ def sweep(model: str, data_spec: str, eval_spec: str | None, profile_path: str |
                        data.cap_per_class(max_per_class), deeparc_threshold, device)
     original = accuracy(onnx_model, eval_data, device)["accuracy"]
     if plot_path:
-        write_atomically(outputs.pop(0), lambda tmp: save_plot(points, tmp, Path(model).name, original))
+        write_atomically(plot_path, lambda tmp: save_plot(points, tmp, Path(model).name, original))
     if csv_path:
-        write_atomically(outputs.pop(0), lambda tmp: tmp.write_text(points_csv(points)))
+        write_atomically(csv_path, lambda tmp: tmp.write_text(points_csv(points)))
     emit({"model": model, "data": data.name, "eval_data": eval_data.name, "accuracy_original": original,
           "plot": plot_path, "csv": csv_path, "points": points}, as_json, format_sweep)
 

@@ -9,6 +9,7 @@ read batch by batch, never loaded whole.
 from __future__ import annotations
 
 import re
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,13 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxslice.errors import InputError
+from onnxslice.errors import InputError, one_line
 
 BUILTINS = ("digits", "digits:train", "digits:test")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 _CLASS_FILTER = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 DIGITS_TEST_FRACTION = 0.3
 DIGITS_SPLIT_SEED = 0
+#: Labels are int64: a class filter bound past this is clipped before comparing (it matches no label anyway).
+_LABEL_MAX = 2**62
 
 
 @dataclass
@@ -34,6 +37,15 @@ class ImageOptions:
     mean: Sequence[float] | None = None
     std: Sequence[float] | None = None
     channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.size is not None and min(self.size) < 1:
+            raise InputError(f"--image-size {self.size[0]} {self.size[1]}: both sides must be at least 1")
+        for option, values in (("--mean", self.mean), ("--std", self.std)):
+            if values is not None and not np.all(np.isfinite(values)):
+                raise InputError(f"{option} {' '.join(map(str, values))}: values must be finite")
+        if self.std is not None and np.any(np.asarray(self.std) == 0):
+            raise InputError(f"--std {' '.join(map(str, self.std))}: a standard deviation of 0 divides by zero")
 
 
 @dataclass
@@ -47,7 +59,11 @@ class DataSource:
 
     @classmethod
     def from_arrays(cls, name: str, x: np.ndarray, y: np.ndarray) -> DataSource:
-        """A data set held in memory: samples ``x`` (N, ...) and integer labels ``y`` (N,)."""
+        """A data set held in memory: samples ``x`` (N, ...) and integer labels ``y`` (N,); NaN or infinite
+        samples are an InputError (they would slice and prune silently wrong)."""
+        bad = np.flatnonzero(~np.isfinite(x).all(axis=tuple(range(1, x.ndim)))) if x.dtype.kind == "f" else []
+        if len(bad):
+            raise InputError(f"{name}: {len(bad)} samples hold NaN or infinite values (the first is sample {bad[0]})")
         return cls(name, y, lambda idx: x[idx], tuple(x.shape[1:]))
 
     def __len__(self) -> int:
@@ -66,13 +82,17 @@ class DataSource:
         return DataSource(name or self.name, self.labels[indices], lambda idx: parent.samples(indices[idx]),
                           self.sample_shape)
 
-    def filter_classes(self, classes: Sequence[int]) -> DataSource:
-        missing = sorted(set(classes) - set(self.classes))
-        if missing:
-            raise InputError(f"{self.name}: class filter asks for classes {missing} not in the data "
-                             f"(it has {_ranges(self.classes)})")
-        keep = np.flatnonzero(np.isin(self.labels, list(classes)))
-        return self.subset(keep, f"{self.name}:{_ranges(sorted(classes))}")
+    def filter_classes(self, ranges: Sequence[tuple[int, int]]) -> DataSource:
+        """The samples whose label lies in one of the inclusive ``ranges``; every class a range names must be
+        present (checked by counting, so a range as wide as 0-99999999999 costs nothing)."""
+        present = np.asarray(self.classes)
+        for low, high in ranges:
+            inside = int(np.count_nonzero((present >= min(low, _LABEL_MAX)) & (present <= min(high, _LABEL_MAX))))
+            if inside != high - low + 1:
+                raise InputError(f"{self.name}: class filter {_ranges_text(ranges)} asks for classes not in the "
+                                 f"data (it has {_ranges(self.classes)})")
+        keep = np.flatnonzero(np.isin(self.labels, [c for low, high in ranges for c in range(low, high + 1)]))
+        return self.subset(keep, f"{self.name}:{_ranges_text(ranges)}")
 
     def cap_per_class(self, max_per_class: int | None) -> DataSource:
         """The first ``max_per_class`` samples of each class, in their original order."""
@@ -139,23 +159,46 @@ def _ranges(values: Sequence[int]) -> str:
     return ",".join(parts)
 
 
-def parse_class_filter(text: str) -> list[int]:
-    classes: set[int] = set()
+def parse_class_filter(text: str) -> list[tuple[int, int]]:
+    """``1,3,5-7`` -> [(1, 1), (3, 3), (5, 7)]: inclusive ranges, never expanded (a range may be huge)."""
+    ranges = []
     for part in text.split(","):
         low, _, high = part.partition("-")
         lo, hi = int(low), int(high or low)
         if hi < lo:
-            raise InputError(f"class filter {text!r}: range {part} is empty")
-        classes.update(range(lo, hi + 1))
-    return sorted(classes)
+            raise InputError(f"class filter {one_line(text, 40)!r}: range {one_line(part, 40)} is empty")
+        ranges.append((lo, hi))
+    return ranges
+
+
+def classes_in(ranges: Sequence[tuple[int, int]], limit: int) -> list[int]:
+    """The classes of ``ranges``, all below ``limit`` (e.g. the model's number of classes), else an InputError."""
+    if any(high >= limit for _, high in ranges):
+        raise InputError(f"classes {_ranges_text(ranges)}: the model has classes 0-{limit - 1}")
+    return sorted({c for low, high in ranges for c in range(low, high + 1)})
+
+
+def _ranges_text(ranges: Sequence[tuple[int, int]]) -> str:
+    return one_line(",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges), 60)
+
+
+def split_spec(spec: str) -> tuple[str, list[tuple[int, int]] | None]:
+    """A data argument's source and its class filter (None when it has none)."""
+    head, sep, last = spec.rpartition(":")
+    if sep and _CLASS_FILTER.match(last) and head:
+        return head, parse_class_filter(last)
+    return spec, None
+
+
+def source_path(spec: str) -> Path | None:
+    """The file or folder a data argument reads; None for a built-in data set."""
+    source, _ = split_spec(spec)
+    return None if source in BUILTINS else Path(source)
 
 
 def load_data(spec: str, image_options: ImageOptions | None = None, max_per_class: int | None = None) -> DataSource:
     """Open a data argument (see the module docstring)."""
-    source, classes = spec, None
-    head, sep, last = spec.rpartition(":")
-    if sep and _CLASS_FILTER.match(last) and head:
-        source, classes = head, parse_class_filter(last)
+    source, classes = split_spec(spec)
     data = _open_source(source, image_options or ImageOptions())
     if len(data) == 0:
         raise InputError(f"{source}: data set is empty")
@@ -203,8 +246,10 @@ def _load_npz(path: Path) -> DataSource:
             x, y = archive["x"], archive["y"]
     except InputError:
         raise
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable .npz file ({exc})") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(f"{path}: not a readable .npz file ({one_line(str(exc), 120)})") from None
+    if x.ndim == 0 or y.ndim == 0:
+        raise InputError(f"{path}: 'x' and 'y' must hold one entry per sample, got single values")
     if x.dtype.kind not in "fiub":
         raise InputError(f"{path}: samples 'x' must be numeric, got {x.dtype}")
     if len(x) != len(y):
@@ -268,10 +313,13 @@ def _read_image(path: Path, options: ImageOptions) -> np.ndarray:
             if options.size is not None:
                 image = image.resize((options.size[1], options.size[0]))
             array = np.asarray(image, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"{path}: not a readable image ({exc})") from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise InputError(f"{path}: not a readable image ({one_line(str(exc), 120)})") from None
     if array.ndim == 2:
         array = array[:, :, None]
+    for option, values in (("--mean", options.mean), ("--std", options.std)):
+        if values is not None and len(values) not in (1, array.shape[2]):
+            raise InputError(f"{option}: {len(values)} values for images of {array.shape[2]} channels")
     if options.mean is not None:
         array = array - np.asarray(options.mean, np.float32)
     if options.std is not None:

@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 
 from onnxslice.data import DataSource
+from onnxslice.errors import InputError
 from onnxslice.runtime import Runner
 from onnxslice.stats import count_macs, count_params, measure_latency
 
@@ -13,6 +14,9 @@ from onnxslice.stats import count_macs, count_params, measure_latency
 def accuracy(model: onnx.ModelProto, data: DataSource, device: str = "auto", batch_size: int = 256) -> dict:
     """Overall and per-class accuracy (class label -> fraction correct) of the model on ``data``."""
     runner = Runner.create(model, device)
+    if runner.num_classes < 2:
+        raise InputError(f"the model outputs {runner.num_classes} score per sample ({runner.output}): accuracy needs "
+                         "a classifier with one score per class")
     data = runner.prepare(data)
     correct = np.zeros(runner.num_classes, np.int64)
     total = np.zeros(runner.num_classes, np.int64)

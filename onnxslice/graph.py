@@ -20,7 +20,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
-from onnxslice.errors import InputError
+from onnxslice.errors import InputError, first_line
 from onnxslice.large import copy_model, infer_shapes
 
 log = logging.getLogger(__name__)
@@ -70,17 +70,41 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     try:  # (a missing external data file is a ValidationError)
         model = onnx.load(str(path), load_external_data=True)
     except (DecodeError, RuntimeError, ValueError, OSError, onnx.checker.ValidationError) as exc:
-        raise InputError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
+        raise InputError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
     if not model.graph.node:
         raise InputError(f"{path}: not an ONNX model (no graph nodes)")
     try:
         onnx.checker.check_model(str(path))  # by path: works at any size and checks the external data files
     except (onnx.checker.ValidationError, ValueError) as exc:
-        raise InputError(f"{path}: invalid ONNX model ({_first_line(exc)})") from None
+        raise InputError(f"{path}: invalid ONNX model ({first_line(exc)})") from None
+    _check_runnable(model, path)
     try:
         return canonicalize(model)
     except Exception as exc:  # noqa: BLE001 - any failure here is a model we cannot read
-        raise InputError(f"{path}: cannot canonicalise the graph ({_first_line(exc)})") from None
+        raise InputError(f"{path}: cannot canonicalise the graph ({first_line(exc)})") from None
+
+
+#: Operator domains onnxruntime implements ("" is the default ONNX domain).
+RUNTIME_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc", "ai.onnx.preview.training"}
+
+
+def _check_runnable(model: onnx.ModelProto, path: Path) -> None:
+    """What onnxslice needs before anything runs, named with the file: one data input, an ONNX opset this onnx
+    knows, and no operator of a domain onnxruntime does not implement (unless the model defines it)."""
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [i.name for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise InputError(f"{path}: the model has {len(inputs)} data inputs ({', '.join(inputs)}); "
+                         "onnxslice handles classifiers with one input")
+    newest = onnx.defs.onnx_opset_version()
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version > newest:
+            raise InputError(f"{path}: the model uses ONNX opset {opset.version}; this onnx knows up to {newest}")
+    functions = {(f.domain, f.name) for f in model.functions}
+    for node in model.graph.node:
+        if node.domain not in RUNTIME_DOMAINS and (node.domain, node.op_type) not in functions:
+            raise InputError(f"{path}: node {node.name or node.op_type!r} is {node.domain}:{node.op_type}, a custom "
+                             "operator onnxruntime does not implement")
 
 
 def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -111,11 +135,6 @@ def export_graph(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
     model.producer_name = like.producer_name
     model.producer_version = like.producer_version
     return model
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
 
 
 def _name_nodes(graph: onnx.GraphProto) -> None:

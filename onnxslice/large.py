@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import onnx
 
-from onnxslice.files import write_atomically
+from onnxslice.files import output_mode, write_atomically
 
 #: Models larger than this are inferred, checked, run and saved through files with external data.
 EXTERNAL_DATA_BYTES = 2**31 - 2**26
@@ -72,8 +72,9 @@ def write_model(model: onnx.ModelProto, out: Path) -> str | None:
     data_name = f"{out.name}.data"
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as folder:
         save_model(model, Path(folder) / out.name, data_name)  # both files complete before either is moved
-        os.replace(Path(folder) / data_name, out.parent / data_name)
-        os.replace(Path(folder) / out.name, out)
+        for name, target in ((data_name, out.parent / data_name), (out.name, out)):
+            os.chmod(Path(folder) / name, output_mode(target))
+            os.replace(Path(folder) / name, target)
     return data_name
 
 
@@ -125,3 +126,15 @@ def without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
         else:
             twin.graph.initializer.append(init)
     return twin
+
+
+def external_data_files(path: str | Path) -> list[Path]:
+    """The external data files an ONNX file refers to (none when it cannot be read: loading it will say why)."""
+    path = Path(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not our job here: load_model reports an unreadable model
+        return []
+    locations = {entry.value for tensor in model.graph.initializer if tensor.data_location == onnx.TensorProto.EXTERNAL
+                 for entry in tensor.external_data if entry.key == "location"}
+    return [path.parent / location for location in sorted(locations)]

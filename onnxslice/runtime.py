@@ -14,7 +14,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxslice.data import DataSource
-from onnxslice.errors import InputError
+from onnxslice.errors import InputError, first_line
 from onnxslice.large import through_file
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -42,8 +42,7 @@ def make_session(model: onnx.ModelProto, device: str = "auto", threads: int | No
         return through_file(model, lambda source: ort.InferenceSession(source, options,
                                                                        providers=providers_for(device)))
     except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError) as exc:  # type: ignore[attr-defined]
-        first = str(exc).strip().splitlines()[0][:300]
-        raise InputError(f"onnxruntime cannot load the model: {first}") from None
+        raise InputError(f"onnxruntime cannot load the model: {first_line(exc)}") from None
 
 
 def input_shape(model: onnx.ModelProto) -> list[int | str]:

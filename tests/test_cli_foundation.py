@@ -86,7 +86,7 @@ def _bad_inputs(tmp_path):
         ([str(MLP), "--data", str(big_labels)], "big_labels.npz: label 12 cannot be output by the model"),
         ([str(MLP), "--data", str(empty)], "cat: class folder has no images"),
         ([str(MLP), "--data", "digits:valid"], "'digits:valid': unknown data set"),
-        ([str(MLP), "--data", "digits:test:7-12"], "classes [10, 11, 12] not in the data"),
+        ([str(MLP), "--data", "digits:test:7-12"], "class filter 7-12 asks for classes not in the data (it has 0-9)"),
     ]
 
 

@@ -31,7 +31,7 @@ def test_digits_split_is_fixed_stratified_and_complete():
 def test_class_filter_keeps_labels_and_only_those_classes():
     data = load_data("digits:train:0-4")
     assert data.classes == [0, 1, 2, 3, 4]
-    assert parse_class_filter("1,3,5-7") == [1, 3, 5, 6, 7]
+    assert parse_class_filter("1,3,5-7") == [(1, 1), (3, 3), (5, 7)]
     assert load_data("digits:test:2,9").classes == [2, 9]
 
 
@@ -76,7 +76,7 @@ def test_shaped_for_flattens_digits_for_a_dense_model_and_refuses_other_shapes()
     [
         (None, "no/such/file.npz", "no such data file"),
         (None, "digitz", "unknown data set"),
-        (None, "digits:test:11-12", r"classes \[11, 12\] not in the data"),
+        (None, "digits:test:11-12", r"class filter 11-12 asks for classes not in the data \(it has 0-9\)"),
         ("float_labels", "d.npz", "labels 'y' must be integers"),
         ("missing_y", "d.npz", "needs arrays 'x' and 'y'"),
         ("empty_class", "imgs", "class folder has no images"),

@@ -414,7 +414,7 @@ def test_cli_lists_layers_with_sizes_roles_and_skipped_nodes():
     ("args", "message"),
     [
         (["--data", "digits:test"], "needs --data DATA and -o"),
-        (["--data", "digits:test", "-o", "{model}"], "output would overwrite an input file"),
+        (["--data", "digits:test", "-o", "{model}"], "would overwrite the input"),
         (["--data", "digitz", "-o", "{out}"], "unknown data set"),
         (["--data", "{npz}", "-o", "{out}"], r"sample shape \[3, 4, 4\] does not match the model input \[64\]"),
         (["--data", "digits:test", "-o", "{tmp}/no/such/folder/p.npz"], "does not exist"),

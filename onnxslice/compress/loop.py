@@ -52,8 +52,15 @@ class CompressResult:
     params_nonzero: int
     sparsity: float  #: fraction of the prunable weights that are zero in ``model``
     history: list[dict] = field(default_factory=list)  #: every evaluated iteration
+    max_drop: float = DEFAULT_MAX_DROP  #: the accuracy budget the loop ran under
     stopped: str = ""  #: why the loop ended
     restructure: dict | None = None  #: the restructure report, with a slice
+
+    @property
+    def within_budget(self) -> bool:
+        """Whether ``model`` is at most the budget (``max_drop``) below the original: false only when the slice
+        alone already costs more."""
+        return self.ma >= self.accuracy_original - self.max_drop
 
     def to_json(self) -> dict:
         fields = {k: v for k, v in vars(self).items() if k != "model"}
@@ -158,5 +165,5 @@ def compress(
         model=best, cr=1.0 - remaining / params, ni=kept_iterations, ma=best_accuracy, accuracy_original=baseline,
         accuracy_start=start_accuracy, params_original=params, params_dense=count_params(best),
         params_nonzero=remaining, sparsity=zeros / max(sum(w.values.size for w in final), 1), history=history,
-        stopped=stopped, restructure=report,
+        max_drop=max_drop, stopped=stopped, restructure=report,
     )

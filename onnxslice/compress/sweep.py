@@ -10,6 +10,7 @@ model, :func:`onnxslice.slicing.summary.parameter_fraction`). DeepArc (layer rem
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from matplotlib.figure import Figure
 
 from onnxslice.compress.deeparc import deeparc
 from onnxslice.data import DataSource
-from onnxslice.errors import InputError
+from onnxslice.errors import InputError, one_line
 from onnxslice.evaluate import accuracy
 from onnxslice.profile.artifact import Profile
 from onnxslice.slicing.strategies import make_strategy, select
@@ -35,21 +36,29 @@ SLICING_STRATEGIES = ("semantic", "global", "category")
 ALL_STRATEGIES = (*SLICING_STRATEGIES, "deeparc")
 DEFAULT_THETAS = "0.90:0.99:0.01"
 DEFAULT_RATIOS = "0.1:1.0:0.1"
+#: The most values one --thetas or --ratios may give: each is a slice masked and evaluated.
+MAX_POINTS = 1000
 
 
 def parse_values(text: str, option: str) -> list[float]:
-    """``start:stop:step`` (stop included) or a comma-separated list."""
+    """``start:stop:step`` (stop included) or a comma-separated list; finite, at most :data:`MAX_POINTS` values."""
+    shown = one_line(text, 40)
     try:
         if ":" in text:
             start, stop, step = (float(part) for part in text.split(":"))
-            if step <= 0 or stop < start:
+            if not (step > 0 and stop >= start and math.isfinite(stop - start)):
                 raise ValueError
             count = int(round((stop - start) / step)) + 1
+            if count > MAX_POINTS:
+                raise InputError(f"{option} {shown}: {count:,} values; a sweep takes at most {MAX_POINTS}")
             return [round(start + i * step, 10) for i in range(count)]
-        return [float(part) for part in text.split(",") if part.strip()]
+        values = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise InputError(f"{option} {text}: expected START:STOP:STEP (STOP >= START, STEP > 0) or a list "
+        raise InputError(f"{option} {shown}: expected START:STOP:STEP (STOP >= START, STEP > 0) or a list "
                          "such as 0.9,0.95") from None
+    if not values or len(values) > MAX_POINTS or not all(math.isfinite(v) for v in values):
+        raise InputError(f"{option} {shown}: give 1 to {MAX_POINTS} finite values")
+    return values
 
 
 def parse_strategies(text: str) -> list[str]:

@@ -8,6 +8,7 @@ Adding an attack is one entry in :data:`ATTACKS`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,11 +39,13 @@ class AttackSpec:
     def create(cls, name: str, eps: float | None, clip: tuple[float, float] | None, x: np.ndarray) -> AttackSpec:
         """Fill in the range from the data's min and max and eps from the range where not given."""
         low, high = clip if clip else (float(x.min()), float(x.max()))
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise InputError(f"--clip {low} {high}: the input range must be finite")
         if not high > low:
             raise InputError(f"--clip: the input range [{low}, {high}] is empty")
         eps = DEFAULT_EPS_FRACTION * (high - low) if eps is None else eps
-        if eps <= 0:
-            raise InputError(f"--eps must be positive, got {eps}")
+        if not (math.isfinite(eps) and eps > 0):
+            raise InputError(f"--eps must be a positive number, got {eps}")
         return cls(name, eps, low, high)
 
 

@@ -9,12 +9,13 @@ correction and a float64 scale).
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from onnxslice.errors import InputError
+from onnxslice.errors import InputError, one_line
 from onnxslice.files import write_atomically
 from onnxslice.slicing.cka import SimilarityStatistics
 
@@ -81,6 +82,8 @@ class Profile:
         try:
             with np.load(path, allow_pickle=False) as archive:
                 meta = json.loads(str(archive["meta"]))
+                if not isinstance(meta, dict):
+                    raise InputError(f"{path}: not an onnxslice profile (its metadata is not a JSON object)")
                 if meta.get("format") != FORMAT:
                     if str(meta.get("format")).startswith(FORMAT.split("/")[0]):
                         raise InputError(f"{path}: profile format {meta['format']} is not the {FORMAT} this "
@@ -95,13 +98,49 @@ class Profile:
                     similarity[layer] = [SimilarityStatistics(*stats) for stats in zip(
                         archive[f"sim/{index}/centred"], archive[f"sim/{index}/correction"],
                         archive[f"sim/{index}/factor"].tolist(), strict=True)]
+            profile = cls(str(meta["model_sha256"]), str(meta["data"]), list(meta["metrics"]),
+                          [int(c) for c in meta["categories"]], layer_sizes,
+                          {int(c): int(n) for c, n in meta["samples"]}, contributions, similarity,
+                          meta.get("max_per_class"))
         except InputError:
             raise
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-            raise InputError(f"{path}: not a readable profile ({exc})") from None
-        return cls(meta["model_sha256"], meta["data"], list(meta["metrics"]), [int(c) for c in meta["categories"]],
-                   layer_sizes, {int(c): int(n) for c, n in meta["samples"]}, contributions, similarity,
-                   meta.get("max_per_class"))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile,
+                RecursionError, OverflowError) as exc:
+            raise InputError(f"{path}: not a readable profile ({one_line(str(exc) or type(exc).__name__, 120)})"
+                             ) from None
+        problem = profile.problem()
+        if problem:
+            raise InputError(f"{path}: {problem}; run onnxslice profile again")
+        return profile
+
+    def problem(self) -> str | None:
+        """What makes this profile unusable (arrays that do not fit the layers, NaN or infinite values), or None."""
+        rows = len(self.categories) + 1
+        for layer, size in self.layer_sizes.items():
+            if size < 1:
+                return f"layer {layer!r} has {size} neurons"
+            for metric in self.metrics:
+                values = self.contributions[metric][layer]
+                if values.shape != (rows, size):
+                    return (f"contributions of layer {layer!r} ({metric}) have shape {list(values.shape)}, "
+                            f"expected {[rows, size]}")
+                if not _finite(values):
+                    return f"contributions of layer {layer!r} ({metric}) hold NaN, infinite or non-numeric values"
+            statistics = self.similarity[layer]
+            if len(statistics) != len(self.categories):
+                return f"layer {layer!r} has CKA statistics for {len(statistics)} of {len(self.categories)} categories"
+            for stats in statistics:
+                if stats.centred.shape != (size, size) or stats.correction.ndim != 2 or \
+                        stats.correction.shape[1] != size:
+                    return f"the CKA statistics of layer {layer!r} do not fit its {size} neurons"
+                if not (_finite(stats.centred) and _finite(stats.correction) and _finite(stats.factor)):
+                    return f"the CKA statistics of layer {layer!r} hold NaN, infinite or non-numeric values"
+        return None
+
+
+def _finite(values: object) -> bool:
+    array = np.asarray(values)
+    return array.dtype.kind in "fiu" and bool(np.all(np.isfinite(array)))
 
 
 def _similarity_arrays(statistics: list[SimilarityStatistics], prefix: str) -> dict[str, np.ndarray]:

@@ -216,12 +216,16 @@ def profile_model(
             pass
     contributions = {metric.name: {layer.name: metric.combine(averages.means(layer.name)) for layer in layers}
                      for metric in chosen}
-    return Profile(
+    profile = Profile(
         model_sha256=model_sha256, data=data.name, metrics=[m.name for m in chosen], categories=categories,
         layer_sizes={layer.name: layer.size for layer in layers},
         samples={c: int(n) for c, n in zip(categories, averages.counts, strict=True)},
         contributions=contributions, similarity=similarity, max_per_class=max_per_class,
     )
+    problem = profile.problem()
+    if problem:  # e.g. activations that overflow: a slice from them would be silently wrong
+        raise InputError(f"{model_path} on {data.name}: the profile's {problem}")
+    return profile
 
 
 def _usable_cores() -> int:

@@ -14,7 +14,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from onnxslice.errors import InputError
+from onnxslice.errors import InputError, one_line
 from onnxslice.files import write_atomically
 from onnxslice.graph import LayerScan
 
@@ -73,8 +73,9 @@ class Slice:
             raise InputError(f"{path}: no such slice file")
         try:
             raw = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: not a JSON slice file ({exc})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError) as exc:
+            reason = one_line(str(exc) or type(exc).__name__, 120)
+            raise InputError(f"{path}: not a JSON slice file ({reason})") from None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise InputError(f"{path}: not an onnxslice slice (expected \"format\": \"{FORMAT}\")")
         try:
@@ -83,13 +84,30 @@ class Slice:
                       if k in raw}
             return cls(model_sha256=str(raw["model_sha256"]), layers=layers, **fields)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise InputError(f"{path}: malformed slice file ({exc})") from None
+            raise InputError(f"{path}: malformed slice file ({one_line(str(exc), 160)})") from None
 
 
 def _layer_from_json(name: str, value: dict) -> LayerSlice:
-    size = int(value["size"])
-    kept = sorted(int(i) for i in value["kept"])
-    if any(i < 0 or i >= size for i in kept) or len(set(kept)) != len(kept):
-        raise ValueError(f"layer {name!r}: kept indices must be distinct and in [0, {size})")
-    per_category = {str(k): [int(i) for i in v] for k, v in value.get("per_category", {}).items()}
+    size = _whole(value["size"], f"layer {name!r}: size")
+    if size < 1:
+        raise ValueError(f"layer {name!r}: size must be at least 1")
+    kept = sorted(_index(i, size, name) for i in value["kept"])
+    if not kept:
+        raise ValueError(f"layer {name!r} keeps no neuron (a layer keeps at least one)")
+    if len(set(kept)) != len(kept):
+        raise ValueError(f"layer {name!r}: kept indices must be distinct")
+    per_category = {str(k): [_index(i, size, name) for i in v] for k, v in value.get("per_category", {}).items()}
     return LayerSlice(size, kept, per_category)
+
+
+def _whole(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be a whole number, got {one_line(repr(value), 40)}")
+    return value
+
+
+def _index(value: object, size: int, layer: str) -> int:
+    index = _whole(value, f"layer {layer!r}: a neuron index")
+    if not 0 <= index < size:
+        raise ValueError(f"layer {layer!r}: neuron index {index} is outside [0, {size})")
+    return index
