@@ -16,7 +16,7 @@ from onnxslice.errors import InputError
 from onnxslice.profile.artifact import Profile
 from onnxslice.slicing.artifact import Slice
 from onnxslice.slicing.groups import SelectionGroups
-from onnxslice.slicing.strategies import Ranking, Strategy, choose, make_strategy, slice_from_ranking
+from onnxslice.slicing.strategies import Ranking, Strategy, choose, make_strategy, select, slice_from_ranking
 
 DEFAULT_ROUND_TO = 8
 DEFAULT_TOLERANCE = 0.02
@@ -32,7 +32,7 @@ def slice_to_budget(model: onnx.ModelProto, profile: Profile, metric: str, strat
     if metric not in profile.metrics:
         raise InputError(f"--metric {metric}: not in the profile (it has {', '.join(profile.metrics)})")
     chosen = make_strategy(strategy, step=step, centered=centered) if strategy == "semantic" else \
-        make_strategy(strategy)
+        make_strategy(strategy, step=step, centered=centered)
     groups = groups or SelectionGroups.of_model(model)
     ranked = chosen.rank(profile, metric, groups)
     value, reached = bisect(ranked, chosen, groups, kind, target, round_to)
@@ -87,3 +87,20 @@ def bisect(ranked: Ranking, strategy: Strategy, groups: SelectionGroups, kind: s
     if target - low_fraction < high_fraction - target:
         return float(values[low]), low_fraction
     return float(values[high]), high_fraction
+
+
+def slice_model(model: onnx.ModelProto, profile: Profile, metric: str, strategy: str, *,
+                theta: float | None = None, ratio: float | None = None, step: int = 1, centered: bool = True,
+                round_to: int = DEFAULT_ROUND_TO, target_params: float | None = None,
+                target_macs: float | None = None, tolerance: float = DEFAULT_TOLERANCE,
+                groups: SelectionGroups | None = None) -> Slice:
+    """The slice ``onnxslice slice`` writes: at Θ / the ratio, or to a size budget (``target_*``), deciding on
+    the model's channel groups and reporting the size restructure reaches."""
+    if target_params is None and target_macs is None:
+        chosen = make_strategy(strategy, theta, ratio, step, centered)
+        return select(profile, metric, chosen, groups or SelectionGroups.of_model(model), round_to)
+    if theta is not None or ratio is not None:
+        raise InputError("--theta / --ratio and --target-params / --target-macs exclude each other: "
+                         "a budget chooses the parameter")
+    return slice_to_budget(model, profile, metric, strategy, target_params=target_params, target_macs=target_macs,
+                           round_to=round_to, tolerance=tolerance, groups=groups, step=step, centered=centered)
