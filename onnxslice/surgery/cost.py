@@ -6,7 +6,9 @@ each layer's multiply-accumulates, is a *term*: its original size times, per axi
 that axis' channels that stay. Evaluating all terms for a set of removed channels costs a few array sums, which
 is what lets a size budget be met by bisection without running or rewriting the model. The terms mirror the
 edits of :mod:`onnxslice.surgery.restructure` (one place per layer kind there, one here); the tests compare both
-on every torchvision family.
+on every torchvision family. Not counted: the offsets restructure adds after a tail that maps zero elsewhere,
+which only a slice that drops part of a class needs (a group-aware slice never does; one such constant of the
+layer's kept channel count per layer).
 """
 
 from __future__ import annotations
