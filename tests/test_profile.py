@@ -392,9 +392,9 @@ def test_a_profile_of_an_older_format_asks_to_profile_again(tmp_path):
     with np.load(path) as archive:
         arrays = dict(archive)
     meta = json.loads(str(arrays["meta"]))
-    arrays["meta"] = np.array(json.dumps({**meta, "format": "onnxslice.profile/1"}))
+    arrays["meta"] = np.array(json.dumps({**meta, "format": "onnxslice.profile/2"}))
     np.savez(path, **arrays)
-    with pytest.raises(InputError, match=r"profile\.npz: profile format onnxslice\.profile/1 .* run onnxslice "
+    with pytest.raises(InputError, match=r"profile\.npz: profile format onnxslice\.profile/2 .* run onnxslice "
                                          r"profile again"):
         Profile.load(path)
 

@@ -3,7 +3,9 @@
 Per hidden neuron layer: contributions per metric and category (plus one row over the whole data set,
 for global slicing), and the CKA statistics H per category, centred and uncentred, stored as
 :class:`~onnxslice.slicing.cka.SimilarityStatistics` (float32 C × C centred H, its rank-(n+1) uncentred
-correction and a float64 scale).
+correction and a float64 scale), in both representations of a neuron with positions (a conv channel):
+``map``, its whole feature map, and ``mean``, its spatial mean (a scalar per sample, as the paper's metrics
+and NPC / DeepXplore treat a neuron). For a layer without positions the two are the same, stored once.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from onnxslice.errors import InputError
 from onnxslice.files import write_atomically
 from onnxslice.slicing.cka import SimilarityStatistics
 
-FORMAT = "onnxslice.profile/2"
+FORMAT = "onnxslice.profile/3"
+REPRESENTATIONS = ("mean", "map")
 
 
 @dataclass
@@ -34,6 +37,8 @@ class Profile:
     #: layer -> the CKA statistics per category, in the order of ``categories``
     similarity: dict[str, list[SimilarityStatistics]] = field(default_factory=dict)
     max_per_class: int | None = None
+    #: layer with positions -> the CKA statistics of its spatial means per category (others: ``similarity``)
+    mean_similarity: dict[str, list[SimilarityStatistics]] = field(default_factory=dict)
 
     @property
     def layers(self) -> list[str]:
@@ -46,9 +51,14 @@ class Profile:
         rows = self.contributions[metric][layer]
         return rows[-1] if category is None else rows[self.categories.index(category)]
 
-    def similarity_matrix(self, layer: str, category: int, centered: bool = True) -> np.ndarray:
-        """The CKA statistics H (C × C, float64) of ``layer`` on the samples of ``category``."""
-        return self.similarity[layer][self.categories.index(category)].matrix(centered)
+    def similarity_matrix(self, layer: str, category: int, centered: bool = True,
+                          representation: str = "map") -> np.ndarray:
+        """The CKA statistics H (C × C, float64) of ``layer`` on the samples of ``category``, a neuron represented
+        by its whole map or its spatial mean (``representation``)."""
+        if representation not in REPRESENTATIONS:
+            raise InputError(f"--cka-representation {representation}: choose from {', '.join(REPRESENTATIONS)}")
+        statistics = self.mean_similarity.get(layer) if representation == "mean" else None
+        return (statistics or self.similarity[layer])[self.categories.index(category)].matrix(centered)
 
     def check_against(self, model_sha256: str, profile_path: str | Path, model_path: str | Path) -> None:
         if self.model_sha256 != model_sha256:
@@ -66,6 +76,8 @@ class Profile:
             for metric in self.metrics:
                 arrays[f"contrib/{metric}/{index}"] = self.contributions[metric][layer]
             arrays.update(_similarity_arrays(self.similarity[layer], f"sim/{index}"))
+            if layer in self.mean_similarity:
+                arrays.update(_similarity_arrays(self.mean_similarity[layer], f"meansim/{index}"))
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
@@ -89,19 +101,25 @@ class Profile:
                 layer_sizes = {name: int(size) for name, size in meta["layers"]}
                 contributions = {m: {} for m in meta["metrics"]}
                 similarity: dict[str, list[SimilarityStatistics]] = {}
+                mean_similarity: dict[str, list[SimilarityStatistics]] = {}
                 for index, layer in enumerate(layer_sizes):
                     for metric in meta["metrics"]:
                         contributions[metric][layer] = archive[f"contrib/{metric}/{index}"]
-                    similarity[layer] = [SimilarityStatistics(*stats) for stats in zip(
-                        archive[f"sim/{index}/centred"], archive[f"sim/{index}/correction"],
-                        archive[f"sim/{index}/factor"].tolist(), strict=True)]
+                    similarity[layer] = _similarity_from(archive, f"sim/{index}")
+                    if f"meansim/{index}/centred" in archive:
+                        mean_similarity[layer] = _similarity_from(archive, f"meansim/{index}")
         except InputError:
             raise
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
             raise InputError(f"{path}: not a readable profile ({exc})") from None
         return cls(meta["model_sha256"], meta["data"], list(meta["metrics"]), [int(c) for c in meta["categories"]],
                    layer_sizes, {int(c): int(n) for c, n in meta["samples"]}, contributions, similarity,
-                   meta.get("max_per_class"))
+                   meta.get("max_per_class"), mean_similarity)
+
+
+def _similarity_from(archive: np.lib.npyio.NpzFile, prefix: str) -> list[SimilarityStatistics]:
+    return [SimilarityStatistics(*stats) for stats in zip(archive[f"{prefix}/centred"], archive[f"{prefix}/correction"],
+                                                          archive[f"{prefix}/factor"].tolist(), strict=True)]
 
 
 def _similarity_arrays(statistics: list[SimilarityStatistics], prefix: str) -> dict[str, np.ndarray]:

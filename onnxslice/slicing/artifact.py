@@ -42,6 +42,7 @@ class Slice:
     centered: bool = True
     step: int = 1
     data: str | None = None
+    representation: str | None = None  #: semantic: a conv neuron in CKA, its spatial "mean" or whole "map"
     round_to: int = 1  #: kept classes per coupled group are a multiple of this (or all)
     target: dict | None = None  #: the size budget it was made for: {"metric": "params" | "macs", "fraction": F}
     #: what restructure reaches: params, params_before, params_fraction, macs, macs_before, macs_fraction
@@ -86,7 +87,7 @@ class Slice:
         try:
             layers = {name: _layer_from_json(name, value) for name, value in raw["layers"].items()}
             fields = {k: raw[k] for k in ("metric", "strategy", "theta", "ratio", "centered", "step", "data",
-                                          "round_to", "target", "restructured") if k in raw}
+                                          "representation", "round_to", "target", "restructured") if k in raw}
             return cls(model_sha256=str(raw["model_sha256"]), layers=layers, **fields)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"{path}: malformed slice file ({exc})") from None

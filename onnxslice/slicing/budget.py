@@ -25,14 +25,14 @@ DEFAULT_TOLERANCE = 0.02
 def slice_to_budget(model: onnx.ModelProto, profile: Profile, metric: str, strategy: str, *,
                     target_params: float | None = None, target_macs: float | None = None,
                     round_to: int = DEFAULT_ROUND_TO, tolerance: float = DEFAULT_TOLERANCE,
-                    groups: SelectionGroups | None = None, step: int = 1, centered: bool = True) -> Slice:
+                    groups: SelectionGroups | None = None, step: int = 1, centered: bool = True,
+                    representation: str | None = None) -> Slice:
     """The slice of ``model`` whose restructured parameters (or MACs) are ``target_*`` of the original's,
     within ± ``tolerance`` (absolute fraction). ``groups`` may be passed when already computed for ``model``."""
     kind, target = budget_kind(target_params, target_macs)
     if metric not in profile.metrics:
         raise InputError(f"--metric {metric}: not in the profile (it has {', '.join(profile.metrics)})")
-    chosen = make_strategy(strategy, step=step, centered=centered) if strategy == "semantic" else \
-        make_strategy(strategy, step=step, centered=centered)
+    chosen = make_strategy(strategy, step=step, centered=centered, representation=representation)
     groups = groups or SelectionGroups.of_model(model)
     ranked = chosen.rank(profile, metric, groups)
     value, reached = bisect(ranked, chosen, groups, kind, target, round_to)
@@ -91,16 +91,17 @@ def bisect(ranked: Ranking, strategy: Strategy, groups: SelectionGroups, kind: s
 
 def slice_model(model: onnx.ModelProto, profile: Profile, metric: str, strategy: str, *,
                 theta: float | None = None, ratio: float | None = None, step: int = 1, centered: bool = True,
-                round_to: int = DEFAULT_ROUND_TO, target_params: float | None = None,
+                representation: str | None = None, round_to: int = DEFAULT_ROUND_TO, target_params: float | None = None,
                 target_macs: float | None = None, tolerance: float = DEFAULT_TOLERANCE,
                 groups: SelectionGroups | None = None) -> Slice:
     """The slice ``onnxslice slice`` writes: at Θ / the ratio, or to a size budget (``target_*``), deciding on
     the model's channel groups and reporting the size restructure reaches."""
     if target_params is None and target_macs is None:
-        chosen = make_strategy(strategy, theta, ratio, step, centered)
+        chosen = make_strategy(strategy, theta, ratio, step, centered, representation)
         return select(profile, metric, chosen, groups or SelectionGroups.of_model(model), round_to)
     if theta is not None or ratio is not None:
         raise InputError("--theta / --ratio and --target-params / --target-macs exclude each other: "
                          "a budget chooses the parameter")
     return slice_to_budget(model, profile, metric, strategy, target_params=target_params, target_macs=target_macs,
-                           round_to=round_to, tolerance=tolerance, groups=groups, step=step, centered=centered)
+                           round_to=round_to, tolerance=tolerance, groups=groups, step=step, centered=centered,
+                           representation=representation)

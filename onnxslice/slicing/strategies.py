@@ -35,12 +35,14 @@ from typing import ClassVar
 import numpy as np
 
 from onnxslice.errors import InputError
-from onnxslice.profile.artifact import Profile
+from onnxslice.profile.artifact import REPRESENTATIONS, Profile
 from onnxslice.slicing.artifact import LayerSlice, Slice
 from onnxslice.slicing.cka import live_neurons, prefix_cka
 from onnxslice.slicing.groups import SelectionGroups
 
 DEFAULT_THETA = 0.95
+#: How a conv neuron enters CKA: its spatial mean or its whole map (see the README, "How it works").
+DEFAULT_REPRESENTATION = "mean"
 DEFAULT_RATIO = 0.5
 #: A ratio keeps ceil(R·n) classes; this slack keeps R·n that should be an integer from rounding up.
 RATIO_SLACK = 1e-9
@@ -150,6 +152,7 @@ class SemanticStrategy(Strategy):
     theta: float
     step: int = 1
     centered: bool = True
+    representation: str = DEFAULT_REPRESENTATION  #: a conv neuron in CKA: "mean" (spatial) or "map" (whole)
     name: ClassVar[str] = "semantic"
     parameter: ClassVar[str] = "theta"
 
@@ -160,8 +163,8 @@ class SemanticStrategy(Strategy):
             for layer in profile.layers:
                 if layer not in profile.similarity:
                     raise InputError(f"the profile has no CKA statistics for layer {layer!r}")
-                thresholds[layer] = self.thresholds(profile.similarity_matrix(layer, category, self.centered),
-                                                    profile.contribution(metric, layer, category))
+                h = profile.similarity_matrix(layer, category, self.centered, self.representation)
+                thresholds[layer] = self.thresholds(h, profile.contribution(metric, layer, category))
             rows.append(_class_minimum(groups, thresholds))
         keys = np.vstack([*rows, np.min(rows, axis=0)]) if rows else np.full((1, groups.count), np.inf)
         return Ranking(keys, class_scores(profile, metric, groups, None), True, list(profile.categories),
@@ -202,7 +205,7 @@ STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (SemanticStrat
 
 
 def make_strategy(name: str, theta: float | None = None, ratio: float | None = None, step: int = 1,
-                  centered: bool = True) -> Strategy:
+                  centered: bool = True, representation: str | None = None) -> Strategy:
     """The strategy ``name`` with its parameter; a parameter that does not belong to it is an InputError."""
     if name not in STRATEGIES:
         raise InputError(f"--strategy {name}: unknown strategy (choose from {', '.join(STRATEGIES)})")
@@ -214,11 +217,13 @@ def make_strategy(name: str, theta: float | None = None, ratio: float | None = N
             raise InputError(f"--theta must be in [0, 1], got {theta}")
         if step < 1:
             raise InputError(f"--step must be at least 1, got {step}")
-        return SemanticStrategy(theta, step, centered)
+        if representation not in (None, *REPRESENTATIONS):
+            raise InputError(f"--cka-representation {representation}: choose from {', '.join(REPRESENTATIONS)}")
+        return SemanticStrategy(theta, step, centered, representation or DEFAULT_REPRESENTATION)
     if theta is not None:
         raise InputError(f"--theta applies to semantic slicing; --strategy {name} takes --ratio")
-    if step != 1 or not centered:
-        option = "--step" if step != 1 else "--uncentered"
+    if step != 1 or not centered or representation is not None:
+        option = "--step" if step != 1 else "--uncentered" if not centered else "--cka-representation"
         raise InputError(f"{option} applies to semantic slicing only, not to --strategy {name}")
     ratio = DEFAULT_RATIO if ratio is None else ratio
     if not 0.0 < ratio <= 1.0:
@@ -277,7 +282,8 @@ def slice_from_ranking(profile: Profile, metric: str, strategy: Strategy, groups
             per_category.setdefault(layer, {})[str(category)] = passing[layer]
     layers = {layer: LayerSlice(profile.layer_sizes[layer], kept[layer], per_category.get(layer, {}))
               for layer in profile.layers}
-    settings = {"theta": None, "ratio": None, "centered": True, "step": 1, **strategy.settings()}
+    settings = {"theta": None, "ratio": None, "centered": True, "step": 1, "representation": None,
+                **strategy.settings()}
     restructured = groups.size(keep) if groups.cost is not None else None
     return Slice(model_sha256=profile.model_sha256, layers=layers, metric=metric, strategy=strategy.name,
                  data=profile.data, round_to=round_to, restructured=restructured, **settings)
