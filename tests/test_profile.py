@@ -385,7 +385,7 @@ def test_cli_writes_a_profile_that_loads_back_with_the_model_hash(tmp_path):
 
 
 def test_a_profile_of_an_older_format_asks_to_profile_again(tmp_path):
-    """Format 1 (float64 H per form) is not read as format 2: one line naming the file and what to do."""
+    """Format 2 (no spatial-mean CKA statistics) is not read as format 3: one line naming the file and what to do."""
     path = tmp_path / "profile.npz"
     profile_model(MLP, load_data("digits:test:0-1", max_per_class=5), ["avg"], max_per_class=3,
                   progress=False).save(path)
