@@ -24,7 +24,7 @@ from onnxslice.graph import load_model
 from onnxslice.profile import METRICS, Profile, profile_model
 from onnxslice.slicing.artifact import LayerSlice, Slice
 from onnxslice.slicing.budget import DEFAULT_ROUND_TO
-from onnxslice.slicing.cka import SimilarityStatistics, similarity_statistics
+from onnxslice.slicing.cka import SimilarityStatistics, similarity_statistics, smallest_prefix
 from onnxslice.slicing.groups import SelectionGroups
 from onnxslice.slicing.strategies import (
     STRATEGIES,
@@ -154,6 +154,23 @@ def test_ratio_strategies_keep_the_top_ceil_r_c(ratio):
         category = select(profile, "avg", CategoryStrategy(ratio)).layers[layer]
         assert category.per_category == {str(c): top[c] for c in range(3)}
         assert category.kept == sorted(set().union(*top[:-1]))
+
+
+@pytest.mark.parametrize("step", [1, 3])
+def test_semantic_thresholds_select_what_the_prefix_scan_selects(step):
+    """A neuron's threshold is the smallest Θ at which it is critical: for every Θ, {thresholds <= Θ} equals the
+    prefix Algorithm 1 returns (oracle: cka.smallest_prefix over the live neurons by contribution)."""
+    rng = np.random.default_rng(step)
+    acts = np.maximum(rng.standard_normal((12, 20, 3)), 0)
+    acts[:, 4] = 1.0  # a constant neuron: never critical
+    h = similarity_statistics(acts, np.float64).matrix()
+    contribution = np.round(rng.random(20), 1)
+    order = ranking(contribution)
+    order = order[np.diag(h)[order] > 0]
+    thresholds = SemanticStrategy(0.9, step).thresholds(h, contribution)
+    for theta in np.linspace(0.0, 1.0, 201):
+        expected = set(order[:smallest_prefix(h, order, theta, step)].tolist())
+        assert set(np.flatnonzero(thresholds <= theta).tolist()) == expected, theta
 
 
 def test_ranking_orders_ties_by_index_and_nan_last():

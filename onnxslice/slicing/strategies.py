@@ -188,10 +188,6 @@ class SemanticStrategy(Strategy):
         result[order] = np.maximum.accumulate(passing_at)[: len(order)]
         return result
 
-    def critical(self, h: np.ndarray, contribution: np.ndarray) -> list[int]:
-        """The layer's critical neurons for one category at this Θ (without groups), sorted by index."""
-        return np.flatnonzero(self.thresholds(h, contribution) <= self.theta).tolist()
-
 
 def _class_minimum(groups: SelectionGroups, per_layer: dict[str, np.ndarray]) -> np.ndarray:
     """Per class, the smallest value over its member channels (inf: no member given)."""
@@ -232,8 +228,12 @@ def make_strategy(name: str, theta: float | None = None, ratio: float | None = N
 
 
 def choose(ranking: Ranking, value: float, groups: SelectionGroups, round_to: int = 1) -> np.ndarray:
-    """The kept classes at parameter ``value``: passing or forced, one per layer at least, rounded per group."""
+    """The kept classes at parameter ``value``: passing or forced, one per layer at least, rounded per group;
+    the layers the ranking does not cover keep every class."""
     keep = ranking.passes(value) | groups.forced
+    for layer, classes in groups.layer_classes.items():
+        if layer not in ranking.layer_best:  # not sliced (e.g. not in the profile): kept whole
+            keep[classes] = True
     for layer, best in ranking.layer_best.items():
         classes = groups.layer_classes[layer]
         if not keep[classes].any():
