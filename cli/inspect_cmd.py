@@ -10,7 +10,8 @@ from onnxslice.errors import InputError
 from onnxslice.files import sha256_of, write_atomically
 from onnxslice.graph import find_neuron_layers, load_model
 from onnxslice.slicing.artifact import Slice
-from onnxslice.slicing.summary import layer_table, neuron_fraction, parameter_fraction
+from onnxslice.slicing.groups import SelectionGroups
+from onnxslice.slicing.summary import layer_table, neuron_fraction
 from onnxslice_cli.common import InputFile, OutputFile, emit, json_option, reports_errors
 
 PLOT_FORMATS = (".png", ".svg", ".pdf")
@@ -19,7 +20,7 @@ PLOT_FORMATS = (".png", ".svg", ".pdf")
 @click.command()
 @click.argument("slice_path", metavar="SLICE", type=InputFile())
 @click.option("--model", type=InputFile(), default=None,
-              help="The sliced model: report the fraction of its parameters the masked model still uses.")
+              help="The sliced model: report the parameters and MACs restructure reaches.")
 @click.option("--plot", type=OutputFile(), default=None,
               help="Write a bar chart of kept / total neurons per layer (PNG, SVG or PDF).")
 @json_option
@@ -31,11 +32,12 @@ def inspect(slice_path: str, model: str | None, plot: str | None, as_json: bool)
     if plot_path and plot_path.suffix.lower() not in PLOT_FORMATS:
         raise InputError(f"--plot {plot}: give a file ending in {', '.join(PLOT_FORMATS)}")
     result = {"slice": slice_path, "metric": piece.metric, "strategy": piece.strategy, "theta": piece.theta,
-              "ratio": piece.ratio, "layers": layer_table(piece), "neuron_fraction": neuron_fraction(piece)}
+              "ratio": piece.ratio, "round_to": piece.round_to, "target": piece.target, "layers": layer_table(piece),
+              "neuron_fraction": neuron_fraction(piece), **(piece.restructured or {})}
     if model:
         onnx_model = load_model(model)
         piece.check_against(sha256_of(model), find_neuron_layers(onnx_model), model)
-        result.update(parameter_fraction(onnx_model, piece))
+        result.update(SelectionGroups.of_model(onnx_model).size_of_slice(piece.kept()))
     if plot_path:
         write_atomically(plot_path, lambda tmp: plot_layers(result["layers"], tmp, plot_path.suffix))
         result["plot"] = str(plot_path)
@@ -81,9 +83,10 @@ def format_inspection(result: dict) -> str:
     settings = f"theta={result['theta']}" if result["theta"] is not None else f"ratio={result['ratio']}"
     lines = [f"slice     {result['slice']} ({result['strategy']}, {result['metric']}, {settings})",
              format_layers(result["layers"]), f"neurons kept     {result['neuron_fraction']:.1%}"]
-    if "fraction" in result:
-        lines.append(f"parameters kept  {result['fraction']:.1%} ({result['params_kept']:,} of {result['params']:,}, "
-                     "effective in the masked model)")
+    if "params" in result:
+        lines.append(f"restructured     parameters {result['params']:,} of {result['params_before']:,} "
+                     f"({result['params_fraction']:.1%}), MACs {result['macs']:,} of {result['macs_before']:,} "
+                     f"({result['macs_fraction']:.1%})")
     if "plot" in result:
         lines.append(f"plot      {result['plot']}")
     return "\n".join(lines)

@@ -7,10 +7,11 @@ import click
 from onnxslice.errors import InputError
 from onnxslice.files import sha256_of
 from onnxslice.graph import find_neuron_layers, load_model
-from onnxslice.profile.artifact import Profile
+from onnxslice.profile.artifact import REPRESENTATIONS, Profile
 from onnxslice.profile.metrics import METRICS
 from onnxslice.profile.profiler import DEFAULT_MAX_PER_CLASS, profile_model
-from onnxslice.slicing.strategies import DEFAULT_RATIO, DEFAULT_THETA, STRATEGIES, make_strategy, select
+from onnxslice.slicing.budget import DEFAULT_ROUND_TO, DEFAULT_TOLERANCE, slice_model
+from onnxslice.slicing.strategies import DEFAULT_RATIO, DEFAULT_REPRESENTATION, DEFAULT_THETA, STRATEGIES
 from onnxslice.slicing.summary import layer_table, neuron_fraction
 from onnxslice_cli.common import (
     DataSpec,
@@ -50,6 +51,17 @@ DEFAULT_METRIC = "taylor"
 @click.option("--step", type=int, default=1, show_default=True,
               help="Semantic: prefix lengths scanned are multiples of STEP (the paper's selection interval i).")
 @click.option("--uncentered", is_flag=True, help="Semantic: the paper's uncentred CKA (Eq. 2) instead of centred.")
+@click.option("--cka-representation", "representation", type=click.Choice(REPRESENTATIONS), default=None,
+              help=f"Semantic: a conv neuron in CKA is its spatial mean or its whole feature map "
+                   f"[default: {DEFAULT_REPRESENTATION}].")
+@click.option("--round-to", type=click.IntRange(min=1), default=DEFAULT_ROUND_TO, show_default=True,
+              help="Keep a multiple of N channels in every group of coupled channels (or all of them): channel "
+                   "counts onnxruntime's blocked kernels run fast.")
+@click.option("--target-params", type=float, default=None,
+              help=f"Size budget: the restructured model keeps this fraction of the parameters (within "
+                   f"±{DEFAULT_TOLERANCE}); Θ or the ratio is chosen for it.")
+@click.option("--target-macs", type=float, default=None,
+              help="Size budget: the restructured model keeps this fraction of the multiply-accumulates.")
 @click.option("--max-per-class", type=click.IntRange(min=1), default=DEFAULT_MAX_PER_CLASS, show_default=True,
               help="Samples per category used for the CKA statistics when profiling.")
 @click.option("-o", "--output", required=True, type=OutputFile(), help="Where to write slice.json.")
@@ -58,10 +70,13 @@ DEFAULT_METRIC = "taylor"
 @json_option
 @reports_errors
 def slice(model: str, data_spec: str | None, profile_path: str | None, metric: str | None, strategy: str,
-          theta: float | None, ratio: float | None, step: int, uncentered: bool, max_per_class: int, output: str,
+          theta: float | None, ratio: float | None, step: int, uncentered: bool, representation: str | None,
+          round_to: int,
+          target_params: float | None, target_macs: float | None, max_per_class: int, output: str,
           device: str, as_json: bool, **image: object) -> None:
-    """Select the critical neurons of MODEL per layer (semantic, global or category-wise) -> slice.json."""
-    chosen = make_strategy(strategy, theta, ratio, step, centered=not uncentered)
+    """Select the critical channels of MODEL (semantic, global or category-wise), deciding on the groups of
+    channels restructure removes together -> slice.json. With --target-params / --target-macs, Θ or the ratio
+    is chosen so that the restructured model has that fraction of the original's size."""
     onnx_model = load_model(model)
     scan = find_neuron_layers(onnx_model)
     if profile_path:
@@ -77,16 +92,32 @@ def slice(model: str, data_spec: str | None, profile_path: str | None, metric: s
                                 loaded=onnx_model)
     else:
         raise InputError("--data is required (or give --profile with a profile of the model)")
-    result = select(profile, metric, chosen)
+    result = slice_model(onnx_model, profile, metric, strategy, theta=theta, ratio=ratio, step=step,
+                         centered=not uncentered, representation=representation, round_to=round_to,
+                         target_params=target_params, target_macs=target_macs)
     result.check_against(profile.model_sha256, scan, model)
     result.save(output)
-    summary = {"output": output, "model": model, "metric": metric, "strategy": strategy,
-               **chosen.settings(), "neuron_fraction": neuron_fraction(result), "layers": layer_table(result)}
+    summary = {"output": output, "model": model, "metric": metric, "strategy": strategy, "theta": result.theta,
+               "ratio": result.ratio, "step": result.step, "centered": result.centered,
+               "representation": result.representation, "round_to": round_to,
+               "target": result.target, "neuron_fraction": neuron_fraction(result), **(result.restructured or {}),
+               "layers": layer_table(result)}
     emit(summary, as_json, format_summary)
 
 
 def format_summary(summary: dict) -> str:
-    settings = ", ".join(f"{k}={summary[k]}" for k in ("theta", "ratio", "step", "centered") if k in summary)
+    settings = ", ".join(f"{k}={summary[k]:.6g}" if isinstance(summary[k], float) else f"{k}={summary[k]}"
+                         for k in ("theta", "ratio", "step", "centered", "representation", "round_to")
+                         if summary.get(k) is not None)
     return "\n".join([f"wrote {summary['output']} ({summary['strategy']}, {summary['metric']}, {settings})",
                       format_layers(summary["layers"]),
-                      f"neurons kept: {summary['neuron_fraction']:.1%}"])
+                      f"neurons kept: {summary['neuron_fraction']:.1%}", format_restructured(summary)])
+
+
+def format_restructured(sizes: dict) -> str:
+    """The parameters and MACs restructure reaches, as one line (empty when unknown)."""
+    if "params" not in sizes:
+        return ""
+    return (f"restructured: parameters {sizes['params']:,} of {sizes['params_before']:,} "
+            f"({sizes['params_fraction']:.1%}), MACs {sizes['macs']:,} of {sizes['macs_before']:,} "
+            f"({sizes['macs_fraction']:.1%})")

@@ -26,6 +26,7 @@ from onnxslice.graph import load_model
 from onnxslice.profile.artifact import Profile
 from onnxslice.profile.metrics import METRICS
 from onnxslice.profile.profiler import DEFAULT_MAX_PER_CLASS, profile_model
+from onnxslice.slicing.budget import DEFAULT_ROUND_TO
 from onnxslice_cli.common import (
     DataSpec,
     InputFile,
@@ -56,6 +57,13 @@ from onnxslice_cli.common import (
               help="Semantic Θ values: START:STOP:STEP or a list.")
 @click.option("--ratios", default=DEFAULT_RATIOS, show_default=True,
               help="Global / category ratios: START:STOP:STEP or a list.")
+@click.option("--targets", default=None, metavar="FRACTIONS",
+              help="Size budgets as well: fractions of the original's MACs (or parameters, --target-kind) that "
+                   "the restructured model keeps, START:STOP:STEP or a list, e.g. 0.3,0.5,0.7.")
+@click.option("--target-kind", type=click.Choice(["macs", "params"]), default="macs", show_default=True,
+              help="What --targets are fractions of.")
+@click.option("--round-to", type=click.IntRange(min=1), default=DEFAULT_ROUND_TO, show_default=True,
+              help="Keep a multiple of N channels in every group of coupled channels (or all of them).")
 @click.option("--deeparc-threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
               help="DeepArc: consecutive layers with CKA above this form one module.")
 @click.option("--max-per-class", type=click.IntRange(min=1), default=DEFAULT_MAX_PER_CLASS, show_default=True,
@@ -67,12 +75,15 @@ from onnxslice_cli.common import (
 @json_option
 @reports_errors
 def sweep(model: str, data_spec: str, eval_spec: str | None, profile_path: str | None, metrics: tuple[str, ...],
-          strategies: str, thetas: str, ratios: str, deeparc_threshold: float, max_per_class: int,
+          strategies: str, thetas: str, ratios: str, targets: str | None, target_kind: str, round_to: int,
+          deeparc_threshold: float, max_per_class: int,
           plot_path: str | None, csv_path: str | None, device: str, as_json: bool, **image: object) -> None:
-    """Profile MODEL once, slice it at every Θ / ratio for every strategy and metric, mask and evaluate each:
-    fraction of parameters removed vs accuracy (the paper's Figure 5), as a table, JSON, CSV and plot."""
+    """Profile MODEL once, slice it at every Θ / ratio / size budget for every strategy and metric, mask and
+    evaluate each: fraction of parameters restructuring removes vs accuracy (the paper's Figure 5), as a table,
+    JSON, CSV and plot."""
     chosen = parse_strategies(strategies)
     theta_values, ratio_values = parse_values(thetas, "--thetas"), parse_values(ratios, "--ratios")
+    target_values = parse_values(targets, "--targets") if targets else []
     metrics = metrics or ("taylor",)
     onnx_model = load_model(model)
     data = open_data(data_spec, dict(image))
@@ -90,7 +101,8 @@ def sweep(model: str, data_spec: str, eval_spec: str | None, profile_path: str |
     else:
         profile = None
     points = run_sweep(onnx_model, profile, eval_data, chosen, theta_values, ratio_values,
-                       data.cap_per_class(max_per_class), deeparc_threshold, device)
+                       data.cap_per_class(max_per_class), deeparc_threshold, device, round_to, target_values,
+                       target_kind)
     original = accuracy(onnx_model, eval_data, device)["accuracy"]
     if plot_path:
         write_atomically(plot_path, lambda tmp: save_plot(points, tmp, Path(model).name, original))
@@ -103,10 +115,12 @@ def sweep(model: str, data_spec: str, eval_spec: str | None, profile_path: str |
 def format_sweep(result: dict) -> str:
     lines = [f"{result['model']}: profiled on {result['data']}, evaluated on {result['eval_data']} "
              f"(original accuracy {result['accuracy_original']:.4f})",
-             f"{'strategy':<10}{'metric':<10}{'setting':>16}{'removed':>10}{'accuracy':>10}"]
+             f"{'strategy':<10}{'metric':<10}{'setting':>16}{'budget':>8}{'removed':>10}{'MACs':>8}{'accuracy':>10}"]
     for p in result["points"]:
-        setting = next(f"{k}={p[k]:g}" for k in ("theta", "ratio", "threshold") if p.get(k) is not None)
-        lines.append(f"{p['strategy']:<10}{p['metric'] or '-':<10}{setting:>16}{p['compression']:>10.2%}"
-                     f"{p['accuracy']:>10.4f}")
+        setting = next(f"{k}={p[k]:.4g}" for k in ("theta", "ratio", "threshold") if p.get(k) is not None)
+        budget = f"{p['target']:g}" if p.get("target") is not None else "-"
+        macs = f"{p['macs_fraction']:.1%}" if p.get("macs_fraction") is not None else "-"
+        lines.append(f"{p['strategy']:<10}{p['metric'] or '-':<10}{setting:>16}{budget:>8}{p['compression']:>10.2%}"
+                     f"{macs:>8}{p['accuracy']:>10.4f}")
     lines += [f"wrote {path}" for path in (result["plot"], result["csv"]) if path]
     return "\n".join(lines)

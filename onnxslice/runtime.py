@@ -18,6 +18,9 @@ from onnxslice.errors import InputError, first_line
 from onnxslice.large import through_file
 
 DEVICES = ("auto", "cpu", "cuda")
+#: onnxruntime's names of the input types a model may take -> numpy's.
+_NUMPY_TYPES = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16),
+                "tensor(double)": np.dtype(np.float64)}
 
 
 def providers_for(device: str = "auto") -> list[str]:
@@ -43,6 +46,11 @@ def make_session(model: onnx.ModelProto, device: str = "auto", threads: int | No
                                                                        providers=providers_for(device)))
     except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError) as exc:  # type: ignore[attr-defined]
         raise InputError(f"onnxruntime cannot load the model: {first_line(exc)}") from None
+
+
+def session_input_type(session: ort.InferenceSession) -> np.dtype:
+    """The numpy type of a session's first input (float32 unless the model says otherwise)."""
+    return _NUMPY_TYPES.get(session.get_inputs()[0].type, np.dtype(np.float32))
 
 
 def input_shape(model: onnx.ModelProto) -> list[int | str]:
@@ -89,11 +97,16 @@ class Runner:
     input_shape: list[int | str]
     output: str
     num_classes: int
+    input_type: np.dtype  #: what the model takes (float32, float16, ...): samples are cast to it
+    static_batch: int | None  #: the batch size a model exported with a fixed one runs at, else None
 
     @classmethod
     def create(cls, model: onnx.ModelProto, device: str = "auto") -> Runner:
         output, num_classes = scores_output(model)
-        return cls(model, make_session(model, device), input_name(model), input_shape(model), output, num_classes)
+        session = make_session(model, device)
+        shape = input_shape(model)
+        batch = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
+        return cls(model, session, input_name(model), shape, output, num_classes, session_input_type(session), batch)
 
     def prepare(self, data: DataSource) -> DataSource:
         """Check that the data fits this model: sample shape and labels the model can output."""
@@ -104,7 +117,18 @@ class Runner:
         return data
 
     def run(self, x: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
-        return self.session.run(outputs or [self.output], {self.input: x.astype(np.float32, copy=False)})
+        """The outputs for samples ``x`` (any number of them), as float32 where the model computes in less."""
+        names = outputs or [self.output]
+        x = x.astype(self.input_type, copy=False)
+        if self.static_batch is None or len(x) == self.static_batch:
+            results = self.session.run(names, {self.input: x})
+        else:  # a fixed batch size: run it batch by batch, the last one padded with zeros
+            size = self.static_batch
+            padded = np.zeros((-(-len(x) // size) * size, *x.shape[1:]), x.dtype)
+            padded[:len(x)] = x
+            parts = [self.session.run(names, {self.input: padded[i:i + size]}) for i in range(0, len(padded), size)]
+            results = [np.concatenate(arrays)[:len(x)] for arrays in zip(*parts, strict=True)]
+        return [r.astype(np.float32) if r.dtype.kind == "f" and r.itemsize < 4 else r for r in results]
 
     def scores(self, data: DataSource, batch_size: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for x, y in data.batches(batch_size):
@@ -123,6 +147,8 @@ class ReusedOutputs:
         self.arrays: list[np.ndarray] = []
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        if self.runner.static_batch is not None or self.runner.input_type != np.float32:
+            return self.runner.run(x, self.outputs)  # binding reused arrays pays off for the common case only
         x = np.ascontiguousarray(x, np.float32)
         if len(x) != self.rows:  # the first batch of a size: an ordinary run gives the outputs' shapes and types
             self.arrays = self.runner.session.run(self.outputs, {self.runner.input: x})

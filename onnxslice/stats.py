@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 
 from onnxslice.large import FLOAT_TYPES, without_weights
-from onnxslice.runtime import input_name, input_shape, make_session
+from onnxslice.runtime import input_name, input_shape, make_session, session_input_type
 
 
 def count_params(model: onnx.ModelProto) -> int:
@@ -25,6 +25,11 @@ def fixed_input_shape(model: onnx.ModelProto, batch: int = 1) -> list[int]:
 
 def count_macs(model: onnx.ModelProto) -> int:
     """Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul nodes for one sample."""
+    return sum(macs_by_node(model).values())
+
+
+def macs_by_node(model: onnx.ModelProto) -> dict[str, int]:
+    """Multiply-accumulates for one sample of each Conv, ConvTranspose, Gemm and MatMul node, by node name."""
     fixed = without_weights(model)
     name = input_name(fixed)
     for inp in fixed.graph.input:
@@ -36,7 +41,7 @@ def count_macs(model: onnx.ModelProto) -> int:
     fixed = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
     shapes = _known_shapes(fixed)
     weight_shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
-    macs = 0
+    macs: dict[str, int] = {}
     for node in fixed.graph.node:
         out = shapes.get(node.output[0]) if node.output else None
         if out is None:
@@ -48,16 +53,16 @@ def count_macs(model: onnx.ModelProto) -> int:
             per_output = int(np.prod(weight[1:]))
             if node.op_type == "ConvTranspose":
                 in_shape = shapes.get(node.input[0])
-                macs += int(np.prod(in_shape)) * per_output if in_shape else 0
+                macs[node.name or node.output[0]] = int(np.prod(in_shape)) * per_output if in_shape else 0
             else:
-                macs += int(np.prod(out)) * per_output
+                macs[node.name or node.output[0]] = int(np.prod(out)) * per_output
         elif node.op_type in ("Gemm", "MatMul"):
             a_shape = shapes.get(node.input[0])
             if a_shape is None:
                 continue
             trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
             inner = a_shape[-2] if (node.op_type == "Gemm" and trans_a) else a_shape[-1]
-            macs += int(np.prod(out)) * int(inner)
+            macs[node.name or node.output[0]] = int(np.prod(out)) * int(inner)
     return macs
 
 
@@ -78,8 +83,8 @@ def measure_latency(model: onnx.ModelProto, batch: int = 32, repeats: int = 20, 
     reported: on a shared machine the other rounds measure the neighbours as much as the model.
     """
     session = make_session(model, device, threads)
-    feed = {input_name(model): np.random.default_rng(0).standard_normal(fixed_input_shape(model, batch),
-                                                                       dtype=np.float32)}
+    feed = {input_name(model): np.random.default_rng(0).standard_normal(
+        fixed_input_shape(model, batch), dtype=np.float32).astype(session_input_type(session))}
     for _ in range(warmup):
         session.run(None, feed)
     means = []

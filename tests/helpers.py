@@ -69,3 +69,20 @@ def sklearn_digits_mlp(path: Path, hidden: int = 32) -> Path:
                     options={id(clf): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3})
     path.write_bytes(model.SerializeToString())
     return path
+
+
+def resnet18_digits() -> torch.nn.Module:
+    """torchvision resnet18 for 1-channel 32x32 digits: conv1 takes one input channel, 10 classes."""
+    import torchvision
+
+    module = torchvision.models.resnet18(weights=None, num_classes=10)
+    module.conv1 = torch.nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    return module
+
+
+def digits32(split: str):
+    """scikit-learn's digits upscaled 4x (nearest) to 1 x 32 x 32, as a DataSource named ``digits32:<split>``."""
+    from onnxslice.data import DataSource, load_digits
+
+    x, y = load_digits(split).arrays()
+    return DataSource.from_arrays(f"digits32:{split}", np.kron(x, np.ones((1, 1, 4, 4), np.float32)), y)

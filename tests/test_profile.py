@@ -385,16 +385,16 @@ def test_cli_writes_a_profile_that_loads_back_with_the_model_hash(tmp_path):
 
 
 def test_a_profile_of_an_older_format_asks_to_profile_again(tmp_path):
-    """Format 1 (float64 H per form) is not read as format 2: one line naming the file and what to do."""
+    """Format 2 (no spatial-mean CKA statistics) is not read as format 3: one line naming the file and what to do."""
     path = tmp_path / "profile.npz"
     profile_model(MLP, load_data("digits:test:0-1", max_per_class=5), ["avg"], max_per_class=3,
                   progress=False).save(path)
     with np.load(path) as archive:
         arrays = dict(archive)
     meta = json.loads(str(arrays["meta"]))
-    arrays["meta"] = np.array(json.dumps({**meta, "format": "onnxslice.profile/1"}))
+    arrays["meta"] = np.array(json.dumps({**meta, "format": "onnxslice.profile/2"}))
     np.savez(path, **arrays)
-    with pytest.raises(InputError, match=r"profile\.npz: profile format onnxslice\.profile/1 .* run onnxslice "
+    with pytest.raises(InputError, match=r"profile\.npz: profile format onnxslice\.profile/2 .* run onnxslice "
                                          r"profile again"):
         Profile.load(path)
 

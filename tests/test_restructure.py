@@ -307,3 +307,18 @@ def test_groups_are_data_residual_add_couples_stem_and_second_conv():
     assert len(coupled) == 1
     assert len(coupled[0]["layers"]) == 2 and coupled[0]["channels"] == 16
     assert "conv2" in coupled[0]["layers"][1] and coupled[0]["kept"] == {}
+
+
+def test_a_slice_that_drops_nothing_leaves_the_parameter_count_unchanged(tmp_path):
+    """torchvision squeezenet1_1 shares its zero-initialised biases between convs; restructuring a slice that drops
+    nothing must not copy them per conv (it did: 725,418 -> 727,626 parameters). Oracle: count_params of the
+    original file."""
+    import torchvision
+
+    torch.manual_seed(0)
+    path = export_onnx(torchvision.models.squeezenet1_1(weights=None, num_classes=10), (3, 32, 32),
+                       tmp_path / "squeezenet1_1.onnx")
+    model = load_model(path)
+    everything = {layer.name: list(range(layer.size)) for layer in find_neuron_layers(model).hidden}
+    pruned, _ = restructure(model, everything)
+    assert count_params(pruned) == count_params(model) == 725_418

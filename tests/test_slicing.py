@@ -23,7 +23,9 @@ from onnxslice.errors import InputError
 from onnxslice.graph import load_model
 from onnxslice.profile import METRICS, Profile, profile_model
 from onnxslice.slicing.artifact import LayerSlice, Slice
-from onnxslice.slicing.cka import SimilarityStatistics, similarity_statistics
+from onnxslice.slicing.budget import DEFAULT_ROUND_TO
+from onnxslice.slicing.cka import SimilarityStatistics, similarity_statistics, smallest_prefix
+from onnxslice.slicing.groups import SelectionGroups
 from onnxslice.slicing.strategies import (
     STRATEGIES,
     CategoryStrategy,
@@ -34,7 +36,9 @@ from onnxslice.slicing.strategies import (
     select,
 )
 from onnxslice.slicing.summary import parameter_fraction
+from onnxslice.stats import count_params
 from onnxslice.surgery.mask import mask_model
+from onnxslice.surgery.restructure import restructure
 from onnxslice_cli.main import cli
 from tests.helpers import CNN, MLP, example_torch_model, export_onnx
 
@@ -152,6 +156,23 @@ def test_ratio_strategies_keep_the_top_ceil_r_c(ratio):
         assert category.kept == sorted(set().union(*top[:-1]))
 
 
+@pytest.mark.parametrize("step", [1, 3])
+def test_semantic_thresholds_select_what_the_prefix_scan_selects(step):
+    """A neuron's threshold is the smallest Θ at which it is critical: for every Θ, {thresholds <= Θ} equals the
+    prefix Algorithm 1 returns (oracle: cka.smallest_prefix over the live neurons by contribution)."""
+    rng = np.random.default_rng(step)
+    acts = np.maximum(rng.standard_normal((12, 20, 3)), 0)
+    acts[:, 4] = 1.0  # a constant neuron: never critical
+    h = similarity_statistics(acts, np.float64).matrix()
+    contribution = np.round(rng.random(20), 1)
+    order = ranking(contribution)
+    order = order[np.diag(h)[order] > 0]
+    thresholds = SemanticStrategy(0.9, step).thresholds(h, contribution)
+    for theta in np.linspace(0.0, 1.0, 201):
+        expected = set(order[:smallest_prefix(h, order, theta, step)].tolist())
+        assert set(np.flatnonzero(thresholds <= theta).tolist()) == expected, theta
+
+
 def test_ranking_orders_ties_by_index_and_nan_last():
     assert ranking(np.array([0.5, np.nan, 0.5, 0.9, 0.0])).tolist() == [3, 0, 2, 4, 1]
 
@@ -229,11 +250,15 @@ def mlp_profile(tmp_path_factory) -> Path:
 
 
 def test_slice_command_from_a_profile_matches_the_api(mlp_profile, tmp_path):
-    """`slice --profile` writes what select() returns on the loaded profile; inspect reads it back."""
+    """`slice --profile` writes what select() returns on the loaded profile and the model's groups (with the
+    default --round-to); inspect reads it back and reports the parameters of the restructured model (oracle:
+    count_params of restructure's output)."""
     out = tmp_path / "s.json"
     result = run_cli("slice", MLP, "--profile", mlp_profile, "--metric", "avg", "--theta", "0.9", "-o", out, "--json")
     assert result.exit_code == 0, result.output
-    expected = select(Profile.load(mlp_profile), "avg", SemanticStrategy(0.9))
+    model = load_model(MLP)
+    expected = select(Profile.load(mlp_profile), "avg", SemanticStrategy(0.9), SelectionGroups.of_model(model),
+                      DEFAULT_ROUND_TO)
     assert Slice.load(out).kept() == expected.kept()
     report = json.loads(result.stdout)
     assert [row["kept"] for row in report["layers"]] == [len(v) for v in expected.kept().values()]
@@ -241,7 +266,7 @@ def test_slice_command_from_a_profile_matches_the_api(mlp_profile, tmp_path):
     shown = run_cli("inspect", out, "--model", MLP, "--plot", plot, "--json")
     assert shown.exit_code == 0, shown.output
     info = json.loads(shown.stdout)
-    assert info["params_kept"] == parameter_fraction(load_model(MLP), expected)["params_kept"]
+    assert info["params"] == count_params(restructure(model, expected.kept())[0])
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {row["layer"] for row in info["layers"]} == set(expected.layers)
 
@@ -275,7 +300,8 @@ def test_slice_command_profiles_when_no_profile_is_given(tmp_path):
     assert result.exit_code == 0, result.output
     profile = profile_model(MLP, load_data("digits:train:0-2"), ["var"], max_per_class=8, device="cpu",
                             progress=False)
-    assert Slice.load(out).kept() == select(profile, "var", CategoryStrategy(0.2)).kept()
+    groups = SelectionGroups.of_model(load_model(MLP))
+    assert Slice.load(out).kept() == select(profile, "var", CategoryStrategy(0.2), groups, DEFAULT_ROUND_TO).kept()
     assert len(Slice.load(out).layers["/0/Gemm"].per_category) == 3
 
 

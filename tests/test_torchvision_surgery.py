@@ -26,9 +26,14 @@ import torchvision
 from torch import nn
 
 from onnxslice.graph import find_neuron_layers, load_model
+from onnxslice.profile.artifact import Profile
 from onnxslice.runtime import input_name, make_session
+from onnxslice.slicing.groups import SelectionGroups
+from onnxslice.slicing.strategies import make_strategy, select
+from onnxslice.stats import count_macs, count_params
 from onnxslice.surgery.mask import mask_model
 from onnxslice.surgery.restructure import restructure
+from onnxslice.surgery.verify import verify
 from tests.helpers import export_onnx
 
 #: family -> (builder, input side, slow)
@@ -131,3 +136,45 @@ def test_restructured_family_equals_masked(name, exported):
     assert scale > 1e-3
     assert relative <= 1e-4
     assert report.channels_removed > 0
+    # no mask node is written (a zeroed channel whose tail maps 0 elsewhere gets an offset, not a Mul), the
+    # model never grows, and the size terms the selection bisects on equal the written model's counts (but for
+    # those offsets, which only a slice that splits a class needs: group-aware slices never do)
+    assert not [n.name for n in pruned.graph.node if n.name.endswith("__mask")]
+    assert sum(n.op_type == "Mul" for n in pruned.graph.node) <= sum(n.op_type == "Mul" for n in model.graph.node)
+    assert count_params(pruned) <= count_params(model)
+    sizes = SelectionGroups.of_model(model).size_of_slice(kept)
+    offsets = sum(int(np.prod(i.dims)) for i in pruned.graph.initializer if i.name.endswith("__zero_offset"))
+    assert (sizes["params"] + offsets, sizes["macs"]) == (count_params(pruned), count_macs(pruned))
+
+
+def uniform_profile(model: onnx.ModelProto, seed: int = 0) -> Profile:
+    """A profile of random positive contributions (one category) for the model's hidden layers: enough for
+    the global strategy, which reads nothing else."""
+    rng = np.random.default_rng(seed)
+    sizes = {layer.name: layer.size for layer in find_neuron_layers(model).hidden}
+    return Profile("0" * 64, "random", ["avg"], [0], sizes, {0: 1},
+                   {"avg": {name: rng.random((2, size)) for name, size in sizes.items()}})
+
+
+@pytest.mark.parametrize("name", params())
+def test_global_half_restructures_to_at_most_055_of_the_channels(name, exported):
+    """A group-aware global 0.5 slice (round-to 1) keeps at most 0.55 of the hidden channels of the layers whose
+    groups can shrink (oracle: the restructured model's report, its channel counts per layer); layers that
+    restructure keeps whole (forced classes) are excepted and printed with the reason. The slice drops only
+    what restructure removes (nothing is zeroed), and the result equals the masked model (verify)."""
+    model = exported(name)
+    groups = SelectionGroups.of_model(model)
+    piece = select(uniform_profile(model), "avg", make_strategy("global", ratio=0.5), groups, round_to=1)
+    pruned, report = restructure(model, piece.kept())
+    verify(model, pruned, piece.kept())
+    assert report.zeroed == 0
+    excepted = {layer for entry in report.kept_whole for layer in entry["layers"]}
+    for entry in report.kept_whole:
+        print(f"\n{name}: excepted {len(entry['layers'])} layer(s) ({entry['layers'][0]}, ...): {entry['reason']}")
+    shrinkable = {layer: counts for layer, counts in report.channels.items() if layer not in excepted}
+    before = sum(b for b, _ in shrinkable.values())
+    after = sum(a for _, a in shrinkable.values())
+    print(f"\n{name}: global 0.5 keeps {after}/{before} = {after / max(before, 1):.3f} of the shrinkable channels, "
+          f"{len(excepted)} of {len(report.channels)} layers excepted")
+    if before:
+        assert after / before <= 0.55

@@ -1,9 +1,10 @@
 """The comparison of slicing methods (paper §5.2, Figure 5): parameters removed vs accuracy of the masked model.
 
 The model is profiled once for all metrics; every strategy then slices at every Θ (semantic) or ratio
-(global, category) from that one profile, and each slice is masked and evaluated. The compression of a
-point is the fraction of the model's parameters the mask removes (effective parameters of the masked
-model, :func:`onnxslice.slicing.summary.parameter_fraction`). DeepArc (layer removal, see
+(global, category) from that one profile, and at every size budget, and each slice is masked and evaluated.
+The compression of a point is the fraction of the model's parameters that restructuring the slice removes
+(:mod:`onnxslice.surgery.cost`; slices decide on channel groups, see :mod:`onnxslice.slicing.groups`).
+DeepArc (layer removal, see
 :mod:`onnxslice.compress.deeparc`) adds one point per threshold.
 """
 
@@ -25,8 +26,10 @@ from onnxslice.data import DataSource
 from onnxslice.errors import InputError, one_line
 from onnxslice.evaluate import accuracy
 from onnxslice.profile.artifact import Profile
+from onnxslice.slicing.budget import DEFAULT_ROUND_TO, slice_to_budget
+from onnxslice.slicing.groups import SelectionGroups
 from onnxslice.slicing.strategies import make_strategy, select
-from onnxslice.slicing.summary import neuron_fraction, parameter_fraction
+from onnxslice.slicing.summary import neuron_fraction
 from onnxslice.stats import count_params
 from onnxslice.surgery.mask import mask_model
 
@@ -71,25 +74,38 @@ def parse_strategies(text: str) -> list[str]:
 
 def sweep(model: onnx.ModelProto, profile: Profile | None, data: DataSource, strategies: Sequence[str],
           thetas: Sequence[float], ratios: Sequence[float], deeparc_data: DataSource | None = None,
-          deeparc_threshold: float = 0.99, device: str = "auto") -> list[dict]:
-    """One point per strategy × metric × Θ / ratio: ``compression`` and ``accuracy`` of the masked model on
-    ``data``; DeepArc's point (metric None) is measured on the model with its redundant layers removed.
-    ``profile`` may be None when DeepArc is the only strategy."""
+          deeparc_threshold: float = 0.99, device: str = "auto", round_to: int = DEFAULT_ROUND_TO,
+          targets: Sequence[float] = (), target_kind: str = "macs") -> list[dict]:
+    """One point per strategy × metric × Θ / ratio / size budget (``targets``, fractions of the original's
+    ``target_kind``, "params" or "macs"): ``compression`` (parameters restructure removes), ``params_fraction``,
+    ``macs_fraction`` and ``accuracy`` of the masked model on ``data``; DeepArc's point (metric None) is
+    measured on the model with its redundant layers removed. ``profile`` may be None when DeepArc is the only
+    strategy. Targets that no slice reaches are logged and skipped."""
     points = []
+    groups = SelectionGroups.of_model(model) if any(s in SLICING_STRATEGIES for s in strategies) else None
     for strategy in (s for s in strategies if s in SLICING_STRATEGIES):
         if profile is None:
             raise InputError(f"--strategies {strategy} needs a profile of the model")
         key = "theta" if strategy == "semantic" else "ratio"
         for metric in profile.metrics:
-            for value in (thetas if strategy == "semantic" else ratios):
-                chosen = make_strategy(strategy, **{key: value})
-                piece = select(profile, metric, chosen)
-                fraction = parameter_fraction(model, piece)["fraction"]
+            pieces = [(None, select(profile, metric, make_strategy(strategy, **{key: value}), groups, round_to))
+                      for value in (thetas if strategy == "semantic" else ratios)]
+            for target in targets:
+                try:
+                    pieces.append((target, slice_to_budget(model, profile, metric, strategy, round_to=round_to,
+                                                           groups=groups, **{f"target_{target_kind}": target})))
+                except InputError as exc:
+                    log.warning("%s %s: %s", strategy, metric, exc)
+            for target, piece in pieces:
+                sizes = piece.restructured
                 score = accuracy(mask_model(model, piece.kept()), data, device)["accuracy"]
-                points.append({"strategy": strategy, "metric": metric, key: value, "compression": 1.0 - fraction,
+                value = getattr(piece, key)
+                points.append({"strategy": strategy, "metric": metric, key: value, "target": target,
+                               "compression": 1.0 - sizes["params_fraction"], "params_fraction":
+                               sizes["params_fraction"], "macs_fraction": sizes["macs_fraction"],
                                "accuracy": score, "neuron_fraction": neuron_fraction(piece)})
                 log.info("%s %s %s=%s: compression %.4f accuracy %.4f", strategy, metric, key, value,
-                         1.0 - fraction, score)
+                         1.0 - sizes["params_fraction"], score)
     if "deeparc" in strategies:
         result = deeparc(model, deeparc_data or data, deeparc_threshold, device)
         points.append({"strategy": "deeparc", "metric": None, "threshold": deeparc_threshold,
@@ -132,8 +148,9 @@ def save_plot(points: Sequence[dict], path: str | Path, title: str, original_acc
 
 
 def points_csv(points: Sequence[dict]) -> str:
-    """The points as CSV: strategy, metric, theta, ratio, threshold, compression, accuracy."""
-    columns = ["strategy", "metric", "theta", "ratio", "threshold", "compression", "accuracy"]
+    """The points as CSV, one row each."""
+    columns = ["strategy", "metric", "theta", "ratio", "threshold", "target", "compression", "params_fraction",
+               "macs_fraction", "accuracy"]
     rows = [",".join(columns)]
     for point in points:
         rows.append(",".join("" if point.get(c) is None else (f"{point[c]:.6g}" if isinstance(point[c], float)

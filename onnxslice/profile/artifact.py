@@ -3,7 +3,9 @@
 Per hidden neuron layer: contributions per metric and category (plus one row over the whole data set,
 for global slicing), and the CKA statistics H per category, centred and uncentred, stored as
 :class:`~onnxslice.slicing.cka.SimilarityStatistics` (float32 C × C centred H, its rank-(n+1) uncentred
-correction and a float64 scale).
+correction and a float64 scale), in both representations of a neuron with positions (a conv channel):
+``map``, its whole feature map, and ``mean``, its spatial mean (a scalar per sample, as the paper's metrics
+and NPC / DeepXplore treat a neuron). For a layer without positions the two are the same, stored once.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from onnxslice.errors import InputError, one_line
 from onnxslice.files import write_atomically
 from onnxslice.slicing.cka import SimilarityStatistics
 
-FORMAT = "onnxslice.profile/2"
+FORMAT = "onnxslice.profile/3"
+REPRESENTATIONS = ("mean", "map")
 
 
 @dataclass
@@ -35,6 +38,8 @@ class Profile:
     #: layer -> the CKA statistics per category, in the order of ``categories``
     similarity: dict[str, list[SimilarityStatistics]] = field(default_factory=dict)
     max_per_class: int | None = None
+    #: layer with positions -> the CKA statistics of its spatial means per category (others: ``similarity``)
+    mean_similarity: dict[str, list[SimilarityStatistics]] = field(default_factory=dict)
 
     @property
     def layers(self) -> list[str]:
@@ -47,9 +52,14 @@ class Profile:
         rows = self.contributions[metric][layer]
         return rows[-1] if category is None else rows[self.categories.index(category)]
 
-    def similarity_matrix(self, layer: str, category: int, centered: bool = True) -> np.ndarray:
-        """The CKA statistics H (C × C, float64) of ``layer`` on the samples of ``category``."""
-        return self.similarity[layer][self.categories.index(category)].matrix(centered)
+    def similarity_matrix(self, layer: str, category: int, centered: bool = True,
+                          representation: str = "map") -> np.ndarray:
+        """The CKA statistics H (C × C, float64) of ``layer`` on the samples of ``category``, a neuron represented
+        by its whole map or its spatial mean (``representation``)."""
+        if representation not in REPRESENTATIONS:
+            raise InputError(f"--cka-representation {representation}: choose from {', '.join(REPRESENTATIONS)}")
+        statistics = self.mean_similarity.get(layer) if representation == "mean" else None
+        return (statistics or self.similarity[layer])[self.categories.index(category)].matrix(centered)
 
     def check_against(self, model_sha256: str, profile_path: str | Path, model_path: str | Path) -> None:
         if self.model_sha256 != model_sha256:
@@ -67,6 +77,8 @@ class Profile:
             for metric in self.metrics:
                 arrays[f"contrib/{metric}/{index}"] = self.contributions[metric][layer]
             arrays.update(_similarity_arrays(self.similarity[layer], f"sim/{index}"))
+            if layer in self.mean_similarity:
+                arrays.update(_similarity_arrays(self.mean_similarity[layer], f"meansim/{index}"))
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
@@ -92,16 +104,17 @@ class Profile:
                 layer_sizes = {name: int(size) for name, size in meta["layers"]}
                 contributions = {m: {} for m in meta["metrics"]}
                 similarity: dict[str, list[SimilarityStatistics]] = {}
+                mean_similarity: dict[str, list[SimilarityStatistics]] = {}
                 for index, layer in enumerate(layer_sizes):
                     for metric in meta["metrics"]:
                         contributions[metric][layer] = archive[f"contrib/{metric}/{index}"]
-                    similarity[layer] = [SimilarityStatistics(*stats) for stats in zip(
-                        archive[f"sim/{index}/centred"], archive[f"sim/{index}/correction"],
-                        archive[f"sim/{index}/factor"].tolist(), strict=True)]
+                    similarity[layer] = _similarity_from(archive, f"sim/{index}")
+                    if f"meansim/{index}/centred" in archive:
+                        mean_similarity[layer] = _similarity_from(archive, f"meansim/{index}")
             profile = cls(str(meta["model_sha256"]), str(meta["data"]), list(meta["metrics"]),
                           [int(c) for c in meta["categories"]], layer_sizes,
                           {int(c): int(n) for c, n in meta["samples"]}, contributions, similarity,
-                          meta.get("max_per_class"))
+                          meta.get("max_per_class"), mean_similarity)
         except InputError:
             raise
         except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile,
@@ -126,21 +139,36 @@ class Profile:
                             f"expected {[rows, size]}")
                 if not _finite(values):
                     return f"contributions of layer {layer!r} ({metric}) hold NaN, infinite or non-numeric values"
-            statistics = self.similarity[layer]
-            if len(statistics) != len(self.categories):
-                return f"layer {layer!r} has CKA statistics for {len(statistics)} of {len(self.categories)} categories"
-            for stats in statistics:
-                if stats.centred.shape != (size, size) or stats.correction.ndim != 2 or \
-                        stats.correction.shape[1] != size:
-                    return f"the CKA statistics of layer {layer!r} do not fit its {size} neurons"
-                if not (_finite(stats.centred) and _finite(stats.correction) and _finite(stats.factor)):
-                    return f"the CKA statistics of layer {layer!r} hold NaN, infinite or non-numeric values"
+            for statistics in (self.similarity[layer], self.mean_similarity.get(layer)):
+                problem = _statistics_problem(layer, size, statistics, len(self.categories))
+                if problem:
+                    return problem
         return None
+
+
+def _statistics_problem(layer: str, size: int, statistics: list[SimilarityStatistics] | None,
+                        categories: int) -> str | None:
+    """What is wrong with one layer's CKA statistics (one per category, C x C), or None."""
+    if statistics is None:
+        return None
+    if len(statistics) != categories:
+        return f"layer {layer!r} has CKA statistics for {len(statistics)} of {categories} categories"
+    for stats in statistics:
+        if stats.centred.shape != (size, size) or stats.correction.ndim != 2 or stats.correction.shape[1] != size:
+            return f"the CKA statistics of layer {layer!r} do not fit its {size} neurons"
+        if not (_finite(stats.centred) and _finite(stats.correction) and _finite(stats.factor)):
+            return f"the CKA statistics of layer {layer!r} hold NaN, infinite or non-numeric values"
+    return None
 
 
 def _finite(values: object) -> bool:
     array = np.asarray(values)
     return array.dtype.kind in "fiu" and bool(np.all(np.isfinite(array)))
+
+
+def _similarity_from(archive: np.lib.npyio.NpzFile, prefix: str) -> list[SimilarityStatistics]:
+    return [SimilarityStatistics(*stats) for stats in zip(archive[f"{prefix}/centred"], archive[f"{prefix}/correction"],
+                                                          archive[f"{prefix}/factor"].tolist(), strict=True)]
 
 
 def _similarity_arrays(statistics: list[SimilarityStatistics], prefix: str) -> dict[str, np.ndarray]:

@@ -141,7 +141,8 @@ def profile_model(
     progress: bool = True,
     loaded: onnx.ModelProto | None = None,
 ) -> Profile:
-    """Contributions (per metric) and CKA statistics (both forms) of every hidden neuron layer,
+    """Contributions (per metric) and CKA statistics (both forms, of whole maps and of spatial means) of every
+    hidden neuron layer,
     per category of ``data`` and over all of it. ``loaded``: the canonical model of ``model_path`` when the
     caller has already loaded it (it is not loaded twice)."""
     chosen = metrics_by_name(metrics)
@@ -163,6 +164,7 @@ def profile_model(
     category_values = np.asarray(categories)
     averages = CategoryMeans(len(categories))
     similarity: dict[str, list[SimilarityStatistics]] = {layer.name: [] for layer in layers}
+    mean_similarity: dict[str, list[SimilarityStatistics]] = {}
     first, rest = cka_samples(data.labels, categories, max_per_class)
 
     def measure(read: Callable[[np.ndarray], list[np.ndarray]], positions: np.ndarray,
@@ -205,7 +207,11 @@ def profile_model(
                                      strict=True)]
             for layer, statistics in zip(layers, pool.map(similarity_statistics, kept), strict=True):
                 similarity[layer.name].append(statistics)
-            del kept
+            spread = [(layer, acts) for layer, acts in zip(layers, kept, strict=True) if acts.shape[2] > 1]
+            means = pool.map(similarity_statistics, [acts.mean(axis=2, keepdims=True) for _, acts in spread])
+            for (layer, _), statistics in zip(spread, means, strict=True):
+                mean_similarity.setdefault(layer.name, []).append(statistics)
+            del kept, spread
         block = batch_size
         if math.ceil(len(rest) / batch_size) >= MEANS_SESSION_BATCHES and not any(m.reads_positions for m in chosen):
             del runner  # one session at a time: each holds the weights
@@ -221,6 +227,7 @@ def profile_model(
         layer_sizes={layer.name: layer.size for layer in layers},
         samples={c: int(n) for c, n in zip(categories, averages.counts, strict=True)},
         contributions=contributions, similarity=similarity, max_per_class=max_per_class,
+        mean_similarity=mean_similarity,
     )
     problem = profile.problem()
     if problem:  # e.g. activations that overflow: a slice from them would be silently wrong

@@ -3,7 +3,9 @@
 Format ``onnxslice.slice/1``::
 
     {"format": "onnxslice.slice/1", "model_sha256": "...", "metric": "taylor", "strategy": "semantic",
-     "theta": 0.95, "ratio": null, "centered": true, "step": 1, "data": "digits:train",
+     "theta": 0.95, "ratio": null, "centered": true, "step": 1, "data": "digits:train", "round_to": 8,
+     "target": {"metric": "macs", "fraction": 0.5} | null,
+     "restructured": {"params": ..., "params_before": ..., "params_fraction": ..., "macs": ..., ...} | null,
      "layers": {"<node name>": {"size": 512, "kept": [0, 3, ...], "per_category": {"0": [...], ...}}}}
 """
 
@@ -40,6 +42,11 @@ class Slice:
     centered: bool = True
     step: int = 1
     data: str | None = None
+    representation: str | None = None  #: semantic: a conv neuron in CKA, its spatial "mean" or whole "map"
+    round_to: int = 1  #: kept classes per coupled group are a multiple of this (or all)
+    target: dict | None = None  #: the size budget it was made for: {"metric": "params" | "macs", "fraction": F}
+    #: what restructure reaches: params, params_before, params_fraction, macs, macs_before, macs_fraction
+    restructured: dict | None = None
 
     def kept(self) -> dict[str, list[int]]:
         """Kept neuron indices by layer name."""
@@ -80,8 +87,8 @@ class Slice:
             raise InputError(f"{path}: not an onnxslice slice (expected \"format\": \"{FORMAT}\")")
         try:
             layers = {name: _layer_from_json(name, value) for name, value in raw["layers"].items()}
-            fields = {k: raw[k] for k in ("metric", "strategy", "theta", "ratio", "centered", "step", "data")
-                      if k in raw}
+            fields = {k: raw[k] for k in ("metric", "strategy", "theta", "ratio", "centered", "step", "data",
+                                          "representation", "round_to", "target", "restructured") if k in raw}
             return cls(model_sha256=str(raw["model_sha256"]), layers=layers, **fields)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"{path}: malformed slice file ({one_line(str(exc), 160)})") from None

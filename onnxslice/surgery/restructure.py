@@ -6,8 +6,10 @@ rows and input columns (folding any constant a removed input leaves into the bia
 and BatchNormalization lose the matching entries of their constant operands, grouped convolutions
 change ``group``, and Reshape / Split / Slice / Resize get their constant sizes recomputed. A channel
 that stays because another member of its class keeps it, but that this layer's slice drops, is zeroed
-(weight row, bias and tail constants) or, where the tail cannot be zeroed, masked by a ``Mul``.
-Every constant that is edited is copied first, so constants shared by several nodes stay intact.
+(weight row, bias and tail constants); where the tail maps zero to a constant (a sigmoid, say), that constant
+is subtracted right after the tail, so no mask node is ever written. Every constant that is edited is
+copied first, so constants shared by several nodes stay intact, and one left unchanged is never copied (a
+restructured model has no more parameters than the original).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx.reference import ReferenceEvaluator
 
 from onnxslice.errors import InputError
 from onnxslice.graph import NeuronLayer, export_graph, fold_constants
@@ -114,7 +117,7 @@ class _Editor:
         self.tensors = self.graph.tensors()
         self.pending_bias: dict[str, np.ndarray] = {}  #: MatMul tail Add -> constant to add to its bias
         self.zero: dict[str, np.ndarray] = {}  #: layer or tail node -> channels (original indices) to zero
-        self.masks: dict[str, np.ndarray] = {}  #: layer -> 0/1 mask over its new channels, tail not zeroable
+        self.offsets: dict[str, np.ndarray] = {}  #: layer -> constant its tail leaves on zeroed channels (new order)
         self.zeroed = 0  #: dropped channels that stay (zeroed or masked)
         self._plan_zeroing()
 
@@ -124,7 +127,7 @@ class _Editor:
                 _edit_layer(self, node, self.layers[node.name])
             elif node.outputs and node.outputs[0].name in self.groups.tracks:
                 EDITS.get(node.op, _no_edit)(self, node)
-        self._insert_masks()
+        self._cancel_offsets()
         io = {id(t) for t in [*self.graph.inputs, *self.graph.outputs]}
         for tensor in self.graph.tensors().values():
             if isinstance(tensor, gs.Variable) and id(tensor) not in io:
@@ -155,8 +158,11 @@ class _Editor:
         return np.array(tensor.values) if isinstance(tensor, gs.Constant) else None
 
     def set_value(self, node: gs.Node, index: int, array: np.ndarray) -> None:
-        """Give ``node`` its own copy of input ``index`` (shared constants are never edited in place)."""
+        """Give ``node`` its own copy of input ``index`` (shared constants are never edited in place); an
+        unchanged value keeps the original constant, shared or not."""
         old = node.inputs[index] if index < len(node.inputs) else None
+        if isinstance(old, gs.Constant) and _same(np.asarray(old.values), array):
+            return
         base = old.name if old is not None and old.name else f"{node.name}_input{index}"
         constant = gs.Constant(f"{base}__{node.name}__{index}", np.ascontiguousarray(array))
         while len(node.inputs) <= index:
@@ -176,27 +182,55 @@ class _Editor:
                 continue
             channels = np.flatnonzero(stays)
             self.zeroed += len(channels)
-            if all(_tail_zeroable(nodes[t], layer, self.value) for t in layer.tail):
-                for target in (name, *layer.tail):
-                    self.zero[target] = channels
-            else:
+            zeroable = all(_tail_zeroable(nodes[t], layer, self.value) for t in layer.tail)
+            for target in (name, *layer.tail) if zeroable else (name,):
+                self.zero[target] = channels
+            if not zeroable:
                 keep = self.keep_of(layer.output)
                 keep = np.arange(layer.size) if keep is None else keep
-                self.masks[name] = (~np.isin(keep, channels)).astype(np.float32)
+                at_zero = _tail_at_zero(self.groups, layer)
+                offset = np.where(np.isin(np.arange(layer.size), channels), at_zero, 0)
+                self.offsets[name] = offset[keep].astype(np.float32)
 
-    def _insert_masks(self) -> None:
-        for name, mask in self.masks.items():
+    def _cancel_offsets(self) -> None:
+        """Subtract, right after the tail, the constant a zeroed channel's tail outputs (e.g. sigmoid(0))."""
+        for name, offset in self.offsets.items():
             layer = self.layers[name]
             activation = self.tensors[layer.output]
             rank = len(self.groups.tracks[layer.output].elems.shape)
-            shape = (len(mask),) if layer.channel_axis == -1 else (len(mask),) + (1,) * (rank - 2)
-            masked = gs.Variable(f"{layer.output}__masked", dtype=activation.dtype)
+            axis = layer.channel_axis % rank
+            shape = [len(offset) if a == axis else 1 for a in range(axis, rank)]
+            cancelled = gs.Variable(f"{layer.output}__zeroed", dtype=activation.dtype)
             for consumer in list(activation.outputs):
                 for i, tensor in enumerate(consumer.inputs):
                     if tensor is activation:
-                        consumer.inputs[i] = masked
-            constant = gs.Constant(f"{layer.output}__mask", mask.reshape(shape))
-            self.graph.nodes.append(gs.Node("Mul", f"{name}__mask", inputs=[activation, constant], outputs=[masked]))
+                        consumer.inputs[i] = cancelled
+            constant = gs.Constant(f"{layer.output}__zero_offset", (-offset).reshape(shape))
+            self.graph.nodes.append(gs.Node("Add", f"{name}__zero_offset", inputs=[activation, constant],
+                                            outputs=[cancelled]))
+
+
+def _tail_at_zero(groups: ChannelGroups, layer: NeuronLayer) -> np.ndarray:
+    """Per channel, what ``layer``'s tail outputs when the layer outputs zero (onnx.reference on the tail alone)."""
+    model = groups.model
+    nodes = {node.name: node for node in model.graph.node}
+    tail = [nodes[t] for t in layer.tail]
+    inits = {init.name: init for init in model.graph.initializer}
+    raw = nodes[layer.name].output[0]
+    rank = groups.tracks[raw].elems.ndim
+    axis = 1 if layer.op_type == "Conv" else rank - 1
+    zero = np.zeros([layer.size if a == axis else 1 for a in range(rank)], np.float32)
+    graph = onnx.helper.make_graph(
+        tail, "tail", [onnx.helper.make_tensor_value_info(raw, onnx.TensorProto.FLOAT, zero.shape)],
+        [onnx.helper.make_tensor_value_info(layer.output, onnx.TensorProto.FLOAT, None)],
+        [inits[name] for node in tail for name in node.input if name in inits])
+    tail_model = onnx.helper.make_model(graph, opset_imports=list(model.opset_import))
+    out = np.asarray(ReferenceEvaluator(tail_model).run(None, {raw: zero})[0])
+    return np.moveaxis(out, layer.channel_axis, 0).reshape(layer.size, -1)[:, 0]
+
+
+def _same(old: np.ndarray, new: np.ndarray) -> bool:
+    return old.shape == new.shape and old.dtype == new.dtype and np.array_equal(old, new)
 
 
 def _tail_zeroable(node: gs.Node, layer: NeuronLayer, value: Callable) -> bool:
@@ -227,10 +261,12 @@ def _edit_layer(ed: _Editor, node: gs.Node, layer: NeuronLayer) -> None:
     bias = ed.value(node, bias_index) if bias_index is not None and len(node.inputs) > 2 else None
     if bias is not None:
         bias = np.broadcast_to(bias.reshape(-1), (size,)).astype(weight.dtype).copy()
+    original_bias = bias
     if node.name in ed.zero:
         weight = weight.copy()
         np.moveaxis(weight, out_axis, 0)[ed.zero[node.name]] = 0
         if bias is not None:
+            bias = bias.copy()
             bias[ed.zero[node.name]] = 0
     group = int(node.attrs.get("group", 1)) if node.op == "Conv" else 1
     removed_in = ed.removed_of(node.inputs[0].name)
@@ -256,7 +292,7 @@ def _edit_layer(ed: _Editor, node: gs.Node, layer: NeuronLayer) -> None:
         if group > 1 and not by_position:
             node.attrs["group"] = group * len(keep_out) // size
     ed.set_value(node, 1, weight)
-    if bias is not None:
+    if bias is not None and not _same(bias, original_bias):  # a broadcast bias stays as it was when untouched
         ed.set_value(node, bias_index, bias)
 
 

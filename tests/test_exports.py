@@ -1,0 +1,72 @@
+"""Exports people make beyond a float32 model with a dynamic batch: a fixed batch size, and float16 weights.
+
+Oracles: the same PyTorch network exported with a dynamic batch in float32 — its accuracy and its profile (computed
+by the code paths every other test covers) — against which the static-batch export must agree exactly in accuracy
+and to float32 rounding in contributions, and the float16 export to float16 rounding.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from onnxslice.data import load_data
+from onnxslice.evaluate import evaluate
+from onnxslice.graph import load_model
+from onnxslice.profile import profile_model
+
+
+def _network() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10)).eval()
+
+
+def _export(net: torch.nn.Module, path: Path, dynamic: bool, half: bool = False) -> Path:
+    x = torch.randn(1, 1, 8, 8)
+    net, x = (net.half(), x.half()) if half else (net, x)
+    axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=17, input_names=["input"],
+                          output_names=["logits"], dynamic_axes=axes)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("exports")
+    return {"dynamic": _export(_network(), folder / "dynamic.onnx", dynamic=True),
+            "static": _export(_network(), folder / "static.onnx", dynamic=False),
+            "fp16": _export(_network(), folder / "fp16.onnx", dynamic=True, half=True)}
+
+
+def test_a_static_batch_of_one_evaluates_and_profiles_like_the_dynamic_export(exports):
+    data = load_data("digits:test:0-4")
+    dynamic, static = load_model(exports["dynamic"]), load_model(exports["static"])
+    assert static.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+    assert evaluate(static, data, "cpu")["accuracy"] == evaluate(dynamic, data, "cpu")["accuracy"]
+    want = profile_model(exports["dynamic"], data, ["avg"], 4, "cpu", progress=False)
+    got = profile_model(exports["static"], data, ["avg"], 4, "cpu", progress=False)
+    for layer in want.layers:
+        np.testing.assert_allclose(got.contribution("avg", layer), want.contribution("avg", layer), rtol=1e-5)
+
+
+def test_a_float16_model_takes_float32_data_and_profiles_in_float32(exports):
+    data = load_data("digits:test:0-4")
+    fp16 = load_model(exports["fp16"])
+    assert fp16.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    result = evaluate(fp16, data, "cpu")
+    assert abs(result["accuracy"] - evaluate(load_model(exports["dynamic"]), data, "cpu")["accuracy"]) <= 0.02
+    got = profile_model(exports["fp16"], data, ["avg"], 4, "cpu", progress=False)
+    want = profile_model(exports["dynamic"], data, ["avg"], 4, "cpu", progress=False)
+    for layer in want.layers:
+        assert got.contribution("avg", layer).dtype != np.float16
+        np.testing.assert_allclose(got.contribution("avg", layer), want.contribution("avg", layer), rtol=2e-2,
+                                   atol=2e-3)
+
