@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 
 from onnxslice.large import check_model, write_model
-from onnxslice.runtime import input_name, make_session
+from onnxslice.runtime import make_session, run_session
 from onnxslice.slicing.summary import neuron_fraction, parameter_fraction
 from onnxslice.stats import fixed_input_shape
 from onnxslice.surgery.mask import mask_model
@@ -50,13 +50,13 @@ def mask(model: str, slice_path: str, output: str, as_json: bool) -> None:
 def check_runs(original: onnx.ModelProto, masked: onnx.ModelProto) -> None:
     """Run the masked model in onnxruntime on a zero input of the model's own shape; its outputs must have the
     original's shapes. Skipped when that probe does not fit the original itself (e.g. dynamic image sizes)."""
-    probe = {input_name(original): np.zeros(fixed_input_shape(original, batch=2), np.float32)}
+    probe = np.zeros(fixed_input_shape(original, batch=2), np.float32)
     try:
-        expected = make_session(original, "cpu").run(None, probe)
+        expected = run_session(make_session(original, "cpu"), probe)
     except Exception:  # noqa: BLE001 - the probe shape does not fit this model: nothing to compare with
         log.debug("mask: the probe input does not fit %s; run check skipped", original.graph.name, exc_info=True)
         return
-    shapes = [out.shape for out in make_session(masked, "cpu").run(None, probe)]
+    shapes = [out.shape for out in run_session(make_session(masked, "cpu"), probe)]
     if shapes != [out.shape for out in expected]:
         raise RuntimeError(f"the masked model's output shapes {shapes} differ from the original's")
 

@@ -53,6 +53,25 @@ def session_input_type(session: ort.InferenceSession) -> np.dtype:
     return _NUMPY_TYPES.get(session.get_inputs()[0].type, np.dtype(np.float32))
 
 
+def run_session(session: ort.InferenceSession, x: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
+    """Run a session on any number of samples ``x``, cast to its input's type (a float16 model takes float16); a
+    model exported with a fixed batch size runs batch by batch at that size, the last batch padded with zeros."""
+    x = x.astype(session_input_type(session), copy=False)
+    name, size = session.get_inputs()[0].name, static_batch(session)
+    if size is None or len(x) == size:
+        return session.run(outputs, {name: x})
+    padded = np.zeros((-(-len(x) // size) * size, *x.shape[1:]), x.dtype)
+    padded[:len(x)] = x
+    parts = [session.run(outputs, {name: padded[i:i + size]}) for i in range(0, len(padded), size)]
+    return [np.concatenate(arrays)[:len(x)] for arrays in zip(*parts, strict=True)]
+
+
+def static_batch(session: ort.InferenceSession) -> int | None:
+    """The batch size a model exported with a fixed one takes, else None."""
+    first = session.get_inputs()[0].shape[0] if session.get_inputs()[0].shape else None
+    return first if isinstance(first, int) and first > 0 else None
+
+
 def input_shape(model: onnx.ModelProto) -> list[int | str]:
     """Shape of the single data input: ints where fixed, the symbolic name (or '?') where dynamic."""
     initializers = {init.name for init in model.graph.initializer}
@@ -97,16 +116,11 @@ class Runner:
     input_shape: list[int | str]
     output: str
     num_classes: int
-    input_type: np.dtype  #: what the model takes (float32, float16, ...): samples are cast to it
-    static_batch: int | None  #: the batch size a model exported with a fixed one runs at, else None
 
     @classmethod
     def create(cls, model: onnx.ModelProto, device: str = "auto") -> Runner:
         output, num_classes = scores_output(model)
-        session = make_session(model, device)
-        shape = input_shape(model)
-        batch = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
-        return cls(model, session, input_name(model), shape, output, num_classes, session_input_type(session), batch)
+        return cls(model, make_session(model, device), input_name(model), input_shape(model), output, num_classes)
 
     def prepare(self, data: DataSource) -> DataSource:
         """Check that the data fits this model: sample shape and labels the model can output."""
@@ -117,17 +131,8 @@ class Runner:
         return data
 
     def run(self, x: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
-        """The outputs for samples ``x`` (any number of them), as float32 where the model computes in less."""
-        names = outputs or [self.output]
-        x = x.astype(self.input_type, copy=False)
-        if self.static_batch is None or len(x) == self.static_batch:
-            results = self.session.run(names, {self.input: x})
-        else:  # a fixed batch size: run it batch by batch, the last one padded with zeros
-            size = self.static_batch
-            padded = np.zeros((-(-len(x) // size) * size, *x.shape[1:]), x.dtype)
-            padded[:len(x)] = x
-            parts = [self.session.run(names, {self.input: padded[i:i + size]}) for i in range(0, len(padded), size)]
-            results = [np.concatenate(arrays)[:len(x)] for arrays in zip(*parts, strict=True)]
+        """The outputs for samples ``x``, as float32 where the model computes in less (see :func:`run_session`)."""
+        results = run_session(self.session, x, outputs or [self.output])
         return [r.astype(np.float32) if r.dtype.kind == "f" and r.itemsize < 4 else r for r in results]
 
     def scores(self, data: DataSource, batch_size: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -147,7 +152,8 @@ class ReusedOutputs:
         self.arrays: list[np.ndarray] = []
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        if self.runner.static_batch is not None or self.runner.input_type != np.float32:
+        session = self.runner.session
+        if static_batch(session) is not None or session_input_type(session) != np.float32:
             return self.runner.run(x, self.outputs)  # binding reused arrays pays off for the common case only
         x = np.ascontiguousarray(x, np.float32)
         if len(x) != self.rows:  # the first batch of a size: an ordinary run gives the outputs' shapes and types

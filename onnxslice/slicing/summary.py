@@ -15,7 +15,7 @@ import onnx
 
 from onnxslice.graph import NeuronLayer, constant_values, find_neuron_layers
 from onnxslice.large import copy_model
-from onnxslice.runtime import input_name, make_session
+from onnxslice.runtime import make_session, run_session
 from onnxslice.slicing.artifact import Slice
 from onnxslice.stats import count_params, fixed_input_shape
 from onnxslice.surgery.mask import mask_model
@@ -86,8 +86,7 @@ def _read_tensors(model: onnx.ModelProto, names: list[str], probe: np.ndarray) -
     present = {out.name for out in extended.graph.output}
     extended.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in dict.fromkeys(names)
                                  if name not in present)
-    session = make_session(extended, "cpu")
-    return session.run(names, {input_name(model): probe})
+    return run_session(make_session(extended, "cpu"), probe, names)
 
 
 def _removed_weights(node: onnx.NodeProto, weight: np.ndarray, keep_out: np.ndarray, drop_in: np.ndarray) -> int:

@@ -42,7 +42,8 @@ def mask_model(model: onnx.ModelProto, kept: Mapping[str, Sequence[int]]) -> onn
         activation = tensors[layer.output]
         rank = len(activation.shape) if activation.shape is not None else (2 if layer.channel_axis == -1 else 4)
         masked = gs.Variable(f"{layer.output}__masked", dtype=activation.dtype, shape=activation.shape)
-        constant = gs.Constant(f"{layer.output}__mask", neuron_mask(layer, indices, rank))
+        values = neuron_mask(layer, indices, rank).astype(activation.dtype or np.float32)  # the tensor's own type
+        constant = gs.Constant(f"{layer.output}__mask", values)
         for consumer in list(activation.outputs):
             for i, tensor in enumerate(consumer.inputs):
                 if tensor is activation:

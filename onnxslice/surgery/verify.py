@@ -12,7 +12,7 @@ import onnxruntime as ort
 from onnxslice.data import DataSource
 from onnxslice.errors import first_line
 from onnxslice.large import check_model
-from onnxslice.runtime import input_shape, make_session
+from onnxslice.runtime import input_shape, make_session, run_session
 from onnxslice.stats import fixed_input_shape
 from onnxslice.surgery.mask import mask_model
 
@@ -38,8 +38,9 @@ class Verification:
 
 
 def probe_inputs(model: onnx.ModelProto, batch: int = 4, seed: int = 0) -> np.ndarray:
-    """Standard-normal inputs of the model's input shape (dynamic axes: ``batch`` first, then 1)."""
-    return np.random.default_rng(seed).standard_normal(fixed_input_shape(model, batch)).astype(np.float32)
+    """``batch`` standard-normal inputs of the model's sample shape (dynamic axes other than the batch: 1)."""
+    shape = [batch, *fixed_input_shape(model, batch)[1:]]
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 def probe_samples(data: DataSource, model: onnx.ModelProto, batch: int = 4) -> np.ndarray:
@@ -106,6 +107,6 @@ def _session(model: onnx.ModelProto, device: str, what: str) -> ort.InferenceSes
 
 def _run(session: ort.InferenceSession, x: np.ndarray, what: str) -> list[np.ndarray]:
     try:
-        return session.run(None, {session.get_inputs()[0].name: x})
+        return run_session(session, x)
     except Exception as exc:  # noqa: BLE001 - any failure to run is a failed verification
         raise VerificationError(f"onnxruntime cannot run {what}: {first_line(exc)}") from None
