@@ -1,7 +1,9 @@
-"""The ``onnxslice`` command group; each subcommand lives in its own module."""
+"""The ``onnxslice`` command group; each subcommand lives in its own module, imported when it runs (so that a
+quick command does not pay for PyTorch, which only some commands need)."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -11,23 +13,26 @@ import click
 
 from onnxslice import __version__
 from onnxslice.errors import one_line
-from onnxslice_cli.compress_cmd import compress
-from onnxslice_cli.evaluate_cmd import evaluate
-from onnxslice_cli.incremental_cmd import incremental
-from onnxslice_cli.inspect_cmd import inspect
-from onnxslice_cli.mask_cmd import mask
-from onnxslice_cli.profile_cmd import profile
-from onnxslice_cli.readapt_cmd import readapt
-from onnxslice_cli.restructure_cmd import restructure
-from onnxslice_cli.slice_cmd import slice
-from onnxslice_cli.sweep_cmd import sweep
 
-COMMANDS = [profile, slice, restructure, mask, evaluate, readapt, incremental, compress, sweep, inspect]
+#: command name -> module in onnxslice_cli that defines it (as an attribute of the same name)
+COMMANDS = {
+    "profile": "profile_cmd", "slice": "slice_cmd", "restructure": "restructure_cmd", "mask": "mask_cmd",
+    "evaluate": "evaluate_cmd", "readapt": "readapt_cmd", "incremental": "incremental_cmd",
+    "compress": "compress_cmd", "sweep": "sweep_cmd", "inspect": "inspect_cmd",
+}
 
 
 class Commands(click.Group):
-    """The command group, with usage errors (a bad option, a missing file) as one line and exit code 2, and
-    Ctrl-C as one line and exit code 130, like every other error of a command."""
+    """The command group: subcommands imported on first use; usage errors (a bad option, a missing file) as one
+    line and exit code 2, and Ctrl-C as one line and exit code 130, like every other error of a command."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *COMMANDS]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in COMMANDS:
+            return getattr(importlib.import_module(f"onnxslice_cli.{COMMANDS[name]}"), name)
+        return super().get_command(ctx, name)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
@@ -51,7 +56,3 @@ def cli(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(name)s: %(message)s")
     logging.captureWarnings(True)  # libraries' warnings (numpy's RuntimeWarning, ...) are details, not messages
     logging.getLogger("py.warnings").setLevel(logging.DEBUG if debug else logging.ERROR)
-
-
-for _command in COMMANDS:
-    cli.add_command(_command)

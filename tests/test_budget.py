@@ -7,32 +7,45 @@ the masked original (verify); monotonicity as a property of the bisection's para
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
 import torch
+from click.testing import CliRunner
 
 from onnxslice.errors import InputError
 from onnxslice.graph import find_neuron_layers, load_model
-from onnxslice.profile import profile_model
+from onnxslice.profile import Profile, profile_model
+from onnxslice.slicing.artifact import Slice
 from onnxslice.slicing.budget import bisect, candidate_values, slice_to_budget
 from onnxslice.slicing.groups import SelectionGroups
 from onnxslice.slicing.strategies import choose, make_strategy, select
 from onnxslice.stats import count_macs, count_params
 from onnxslice.surgery.restructure import restructure
 from onnxslice.surgery.verify import verify
+from onnxslice_cli.main import cli
 from tests.helpers import digits32, export_onnx, resnet18_digits
 
 
 @pytest.fixture(scope="module")
-def resnet(tmp_path_factory):
-    """Random-weight resnet18 (BatchNorm folded by the exporter), its groups and an avg profile on 80 digits."""
+def resnet_files(tmp_path_factory):
+    """Random-weight resnet18 (BatchNorm folded by the exporter) and its avg profile on 80 digits, as files."""
     torch.manual_seed(0)
-    path = export_onnx(resnet18_digits(), (1, 32, 32), tmp_path_factory.mktemp("resnet") / "resnet18.onnx")
+    folder = tmp_path_factory.mktemp("resnet")
+    path = export_onnx(resnet18_digits(), (1, 32, 32), folder / "resnet18.onnx")
+    profile_model(str(path), digits32("train").cap_per_class(8), ["avg"], max_per_class=8, device="cpu",
+                  progress=False).save(folder / "profile.npz")
+    return path, folder / "profile.npz"
+
+
+@pytest.fixture(scope="module")
+def resnet(resnet_files):
+    """The loaded model, profile and groups."""
+    path, profile_path = resnet_files
     model = load_model(path)
-    profile = profile_model(str(path), digits32("train").cap_per_class(8), ["avg"], max_per_class=8, device="cpu",
-                            progress=False)
-    return model, profile, SelectionGroups.of_model(model)
+    return model, Profile.load(profile_path), SelectionGroups.of_model(model)
 
 
 def restructured(model: onnx.ModelProto, piece) -> onnx.ModelProto:
@@ -114,3 +127,25 @@ def test_group_aware_slice_drops_exactly_what_restructure_removes(resnet):
         assert report.zeroed == 0, name
         hidden = {layer.name: layer.size for layer in find_neuron_layers(model).hidden}
         assert report.channels_removed == sum(hidden[n] - len(layer.kept) for n, layer in piece.layers.items())
+
+
+def test_slice_command_with_a_budget_from_a_saved_profile(resnet_files, tmp_path):
+    """`slice --target-macs 0.5` writes a slice whose restructured model has 0.48-0.52 of the MACs (oracle:
+    count_macs of restructure's output); a Θ with a budget, or an unreachable budget (every group keeps 64 or all
+    of its channels: layer1 stays whole), is exit 2 in one line."""
+    path, profile_path = resnet_files
+    out = tmp_path / "slice.json"
+    run = CliRunner().invoke(cli, ["slice", str(path), "--profile", str(profile_path), "--metric", "avg",
+                                   "--target-macs", "0.5", "-o", str(out), "--json"])
+    assert run.exit_code == 0, run.output
+    reported = json.loads(run.stdout)
+    model = load_model(path)
+    fraction = count_macs(restructured(model, Slice.load(out))) / count_macs(model)
+    assert 0.48 <= fraction <= 0.52 and reported["macs_fraction"] == pytest.approx(fraction, abs=1e-9)
+    assert reported["round_to"] == 8 and reported["target"] == {"metric": "macs", "fraction": 0.5}
+    for args, culprit in ((["--theta", "0.9", "--target-macs", "0.5"], "exclude each other"),
+                          (["--target-params", "1e-6", "--round-to", "64"], "--target-params 1e-06: not reachable")):
+        bad = CliRunner().invoke(cli, ["slice", str(path), "--profile", str(profile_path), "--metric", "avg", *args,
+                                       "-o", str(tmp_path / "bad.json")])
+        assert bad.exit_code == 2 and culprit in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "bad.json").exists()

@@ -32,7 +32,7 @@ def test_help_lists_every_design_command_and_each_has_help():
     assert result.exit_code == 0
     for name in DESIGN_COMMANDS:
         assert f"  {name} " in result.output
-    assert {c.name for c in COMMANDS} == DESIGN_COMMANDS
+    assert set(COMMANDS) == DESIGN_COMMANDS
     for name in DESIGN_COMMANDS:
         assert run(name, "--help").exit_code == 0
 

@@ -60,3 +60,22 @@ def test_sweep_rejects_an_unknown_strategy_in_one_line():
     run = CliRunner().invoke(cli, ["sweep", str(MLP), "--data", "digits:test", "--strategies", "semantic,magic"])
     assert run.exit_code == 2
     assert run.output.strip().splitlines() == [run.output.strip()] and "--strategies" in run.output
+
+
+def test_sweep_takes_size_budgets(tmp_path):
+    """`sweep --targets 0.5 --target-kind params`: one point per strategy at the budget, within ±0.02 of it,
+    whose accuracy is that of `onnxslice slice --target-params 0.5` masked and evaluated (oracle: the separate
+    commands)."""
+    runner = CliRunner()
+    run = runner.invoke(cli, ["sweep", str(MLP), "--data", "digits:train", "--eval-data", "digits:test", "--metric",
+                              "avg", "--strategies", "global", "--ratios", "1.0", "--targets", "0.5", "--target-kind",
+                              "params", "--json"])
+    assert run.exit_code == 0, run.output
+    point = next(p for p in json.loads(run.output)["points"] if p["target"] == 0.5)
+    assert abs(point["params_fraction"] - 0.5) <= 0.02 and point["compression"] == 1.0 - point["params_fraction"]
+    piece = tmp_path / "slice.json"
+    made = runner.invoke(cli, ["slice", str(MLP), "--data", "digits:train", "--metric", "avg", "--strategy", "global",
+                               "--target-params", "0.5", "-o", str(piece)])
+    assert made.exit_code == 0, made.output
+    masked = mask_model(load_model(MLP), Slice.load(piece).kept())
+    assert point["accuracy"] == accuracy(masked, load_data("digits:test"), "cpu")["accuracy"]

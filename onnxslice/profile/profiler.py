@@ -32,7 +32,6 @@ from onnxslice.files import sha256_of
 from onnxslice.graph import NeuronLayer, find_neuron_layers, load_model
 from onnxslice.large import copy_model
 from onnxslice.profile.artifact import Profile
-from onnxslice.profile.gradients import GradientPass
 from onnxslice.profile.metrics import LayerBatch, Metric, metrics_by_name
 from onnxslice.runtime import ReusedOutputs, Runner, scores_output
 from onnxslice.slicing.cka import SimilarityStatistics, as_samples_neurons_positions, similarity_statistics
@@ -159,7 +158,11 @@ def profile_model(
                          "to profile")
     runner = Runner.create(with_observed_outputs(model, layers), device)
     data = runner.prepare(data)
-    gradients = GradientPass(model, layers, device) if any(m.needs_gradients for m in chosen) else None
+    gradients = None
+    if any(m.needs_gradients for m in chosen):
+        from onnxslice.profile.gradients import GradientPass  # PyTorch: imported only when a metric needs it
+
+        gradients = GradientPass(model, layers, device)
     categories = data.classes
     category_values = np.asarray(categories)
     averages = CategoryMeans(len(categories))

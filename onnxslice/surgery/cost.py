@@ -55,6 +55,9 @@ class RestructureCost:
     macs: int  #: multiply-accumulates of the analysed model
     constants: dict[str, list[Term]] = field(default_factory=dict)  #: initializer -> one term per reading node
     layer_macs: list[Term] = field(default_factory=list)
+    #: layers without a bias that get one when an input channel with a non-zero constant value goes (folded):
+    #: (output elements, elements of those input channels)
+    new_biases: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
     def evaluate(self, removed: np.ndarray) -> dict[str, float]:
         """``params`` and ``macs`` of the model restructured with these elements removed, and their fractions."""
@@ -65,6 +68,9 @@ class RestructureCost:
             changed = [size for term, size in zip(terms, sizes, strict=True) if size != term.base]
             if changed:  # a constant that some reader leaves unchanged stays shared; every edit is a copy
                 params += sum(changed) - (terms[0].base if len(changed) == len(terms) else 0)
+        for out, constant_inputs in self.new_biases:
+            if not kept[constant_inputs].all():
+                params += np.count_nonzero(kept[out])
         macs = self.macs + sum(term.size(kept) - term.base for term in self.layer_macs)
         params, macs = round(params), round(macs)
         return {"params": params, "params_before": self.params, "params_fraction": params / max(self.params, 1),
@@ -78,7 +84,7 @@ def restructure_cost(groups: ChannelGroups) -> RestructureCost:
     inits = {init.name: init for init in model.graph.initializer if init.data_type in FLOAT_TYPES}
     readers: dict[str, list[Term]] = defaultdict(list)
     layers = groups.scan.by_name()
-    layer_macs = []
+    layer_macs, new_biases = [], []
     for node in model.graph.node:
         if node.name in layers:
             weight, bias, macs = _layer_terms(groups, node, layers[node.name], inits, node_macs.get(node.name, 0))
@@ -86,13 +92,18 @@ def restructure_cost(groups: ChannelGroups) -> RestructureCost:
             readers[node.input[1]].append(weight)
             if len(node.input) > 2 and node.input[2] in inits:
                 readers[node.input[2]].append(bias)
+            elif node.op_type != "MatMul" and len(weight.factors) == 2 and node.input[0] in groups.tracks:
+                value = groups.tracks[node.input[0]].value_along_axis()
+                constant = np.isfinite(value) & (value != 0)
+                if constant.any():
+                    new_biases.append((weight.factors[0], groups.tracks[node.input[0]].along_axis()[constant]))
             continue
         track = groups.tracks.get(node.output[0]) if node.output else None
         for index, name in enumerate(node.input):
             if name in inits:
                 readers[name].append(_constant_term(node, index, inits[name], track))
     constants = {name: terms for name, terms in readers.items() if any(t.can_shrink for t in terms)}
-    return RestructureCost(count_params(model), sum(node_macs.values()), constants, layer_macs)
+    return RestructureCost(count_params(model), sum(node_macs.values()), constants, layer_macs, new_biases)
 
 
 def _layer_terms(groups: ChannelGroups, node: onnx.NodeProto, layer: NeuronLayer, inits: dict,

@@ -292,7 +292,7 @@ def _edit_layer(ed: _Editor, node: gs.Node, layer: NeuronLayer) -> None:
         if group > 1 and not by_position:
             node.attrs["group"] = group * len(keep_out) // size
     ed.set_value(node, 1, weight)
-    if bias is not None and not _same(bias, original_bias):  # a broadcast bias stays as it was when untouched
+    if bias is not None and (original_bias is None or not _same(bias, original_bias)):  # untouched: as it was
         ed.set_value(node, bias_index, bias)
 
 
