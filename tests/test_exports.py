@@ -96,3 +96,42 @@ def test_slice_mask_and_restructure_keep_the_users_type_and_batch(exports, kind,
     pruned = onnx.load(str(tmp_path / "pruned.onnx"))
     assert sum(np.prod(i.dims) for i in pruned.graph.initializer) < sum(
         np.prod(i.dims) for i in onnx.load(model).graph.initializer)
+
+
+class _PooledNet(torch.nn.Module):
+    """Conv-BN-ReLU, Conv-ReLU, spatial mean, ``view(-1, C)`` into a Linear: the dynamo exporter writes the view as
+    a Reshape to the constant (-1, 16), whose batch axis shape inference cannot name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn = torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
+        self.conv2, self.fc = torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv2(torch.relu(self.bn(self.conv1(x)))))
+        return self.fc(x.mean((2, 3), keepdim=True).view(-1, 16))
+
+
+@pytest.mark.slow
+def test_the_dynamo_export_loses_the_same_channels_as_the_legacy_one(tmp_path):
+    """Oracle: the legacy export of the same module (its Flatten is understood) — the same slice removes the same
+    number of channels from both, and each restructured model equals its masked original (verify)."""
+    from onnxslice.graph import find_neuron_layers
+    from onnxslice.surgery.restructure import restructure
+    from onnxslice.surgery.verify import verify
+
+    torch.manual_seed(0)
+    net, x = _PooledNet().eval(), torch.randn(2, 1, 8, 8)
+    legacy = _export(net, tmp_path / "legacy.onnx", dynamic=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x,), str(tmp_path / "dynamo.onnx"), dynamo=True, input_names=["input"],
+                          output_names=["logits"], dynamic_shapes={"x": {0: torch.export.Dim("batch", max=1024)}})
+    removed = []
+    for path in (legacy, tmp_path / "dynamo.onnx"):
+        model = load_model(path)
+        kept = {layer.name: list(range(0, layer.size, 2)) for layer in find_neuron_layers(model).hidden}
+        pruned, report = restructure(model, kept)
+        verify(model, pruned, kept)
+        removed.append(report.channels_removed)
+    assert removed[0] == removed[1] == 4 + 8

@@ -15,6 +15,7 @@ every consumer reads either zero there or a constant it can fold into its bias.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -462,8 +463,12 @@ def _reshape_rule(an: _Analysis, node: onnx.NodeProto) -> None:
     track = an.tracks[node.input[0]]
     shape_in, shape_out = an.full_shape(node.input[0]), an.full_shape(node.output[0])
     real_in, real_out = an.shapes.get(node.input[0]), an.shapes.get(node.output[0])
-    if shape_in is None or shape_out is None or real_in[0] is None or real_in[0] != real_out[0] or (
-            node.op_type == "Flatten" and an.attr(node, "axis", 1) != 1):
+    batch_first = _batch_first_target(an, node, shape_in) if node.op_type == "Reshape" else None
+    if batch_first is not None:
+        shape_out = batch_first
+    elif shape_in is None or shape_out is None or real_in[0] is None or real_in[0] != real_out[0]:
+        return _not_understood(an, node)
+    if node.op_type == "Flatten" and an.attr(node, "axis", 1) != 1:
         return _not_understood(an, node)
     elems = np.broadcast_to(track.elems, shape_in).reshape(shape_out)
     value = np.broadcast_to(track.value, np.broadcast_shapes(track.value.shape, shape_in)).reshape(shape_out)
@@ -478,6 +483,18 @@ def _reshape_rule(an: _Analysis, node: onnx.NodeProto) -> None:
             an.keep(track.elems, f"Reshape {node.name!r} takes its channel count from a computed shape")
         return
     an.set_track(node.output[0], elems, value, 1)
+
+
+def _batch_first_target(an: _Analysis, node: onnx.NodeProto, shape_in: tuple[int, ...] | None
+                        ) -> tuple[int, ...] | None:
+    """The output shape (batch as 1) of a Reshape to a constant ``(-1, d1, d2, ...)`` of the input's per-sample size:
+    the -1 is the batch. PyTorch's dynamo exporter writes ``view(-1, C)`` so, and shape inference cannot tell that
+    -1 is the batch (it names the axis anew), so this is read from the constant."""
+    target = an.consts.get(node.input[1])
+    if shape_in is None or target is None or target.ndim != 1 or len(target) < 2 or target[0] != -1:
+        return None
+    rest = [int(d) for d in target[1:]]
+    return (1, *rest) if min(rest) > 0 and math.prod(rest) == math.prod(shape_in[1:]) else None
 
 
 def _shape_piece(an: _Analysis, shape_name: str, axis: int) -> tuple[str, int] | None:
