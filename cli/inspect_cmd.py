@@ -36,7 +36,10 @@ def inspect(slice_path: str, model: str | None, plot: str | None, as_json: bool)
               "neuron_fraction": neuron_fraction(piece), **(piece.restructured or {})}
     if model:
         onnx_model = load_model(model)
-        piece.check_against(sha256_of(model), find_neuron_layers(onnx_model), model)
+        scan = find_neuron_layers(onnx_model)
+        piece.check_against(sha256_of(model), scan, model)
+        piece.name_layers(scan)  # slices written before display names were recorded
+        result["layers"] = layer_table(piece)
         result.update(SelectionGroups.of_model(onnx_model).size_of_slice(piece.kept()))
     if plot_path:
         write_atomically(plot_path, lambda tmp: plot_layers(result["layers"], tmp, plot_path.suffix))
@@ -57,7 +60,7 @@ def plot_layers(layers: list[dict], path: Path, suffix: str) -> None:
     axes.bar(positions, [row["kept"] for row in layers], color="tab:blue", label="kept")
     for x, row in zip(positions, layers, strict=True):
         axes.annotate(f"{row['ratio']:.0%}", (x, row["kept"]), ha="center", va="bottom", fontsize=8)
-    axes.set_xticks(list(positions), [_short(row["layer"]) for row in layers], rotation=30, ha="right", fontsize=8)
+    axes.set_xticks(list(positions), [_short(row["display"]) for row in layers], rotation=30, ha="right", fontsize=8)
     axes.set_ylabel("neurons")
     axes.legend()
     figure.tight_layout()
@@ -70,12 +73,17 @@ def _short(name: str, width: int = 28) -> str:
 
 
 def format_layers(layers: list[dict]) -> str:
-    width = max(len(row["layer"]) for row in layers) if layers else 5
-    rows = [f"{'layer':<{width}}  {'kept':>6} / {'size':<6}{'ratio':>7}  per category (min / max)"]
+    """One row per layer under its display name; the node name follows where it differs."""
+    width = max([len(row["display"]) for row in layers] + [5])
+    nodes = any(row["display"] != row["layer"] for row in layers)
+    rows = [f"{'layer':<{width}}  {'kept':>6} / {'size':<6}{'ratio':>7}  {'per category (min / max)':<24}"
+            + ("  node" if nodes else "")]
     for row in layers:
         counts = list(row["per_category"].values())
         spread = f"{min(counts)} / {max(counts)}" if counts else "-"
-        rows.append(f"{row['layer']:<{width}}  {row['kept']:>6} / {row['size']:<6}{row['ratio']:>7.1%}  {spread}")
+        node = f"  {row['layer']}" if nodes and row["display"] != row["layer"] else ""
+        rows.append(f"{row['display']:<{width}}  {row['kept']:>6} / {row['size']:<6}{row['ratio']:>7.1%}  "
+                    f"{spread:<24}{node}".rstrip())
     return "\n".join(rows)
 
 

@@ -72,18 +72,23 @@ def layer_listing(model: str) -> dict:
     scan = find_neuron_layers(load_model(model))
     return {
         "model": model,
-        "layers": [{"name": layer.name, "op_type": layer.op_type, "size": layer.size, "output": layer.output,
-                    "tail": list(layer.tail), "role": "output" if layer.is_output else "hidden"}
+        "layers": [{"name": layer.name, "display": layer.display, "op_type": layer.op_type, "size": layer.size,
+                    "output": layer.output, "tail": list(layer.tail), "role": "output" if layer.is_output else "hidden"}
                    for layer in scan.layers],
         "skipped": [{"name": name, "reason": reason} for name, reason in scan.skipped.items()],
     }
 
 
 def format_layers(result: dict) -> str:
+    """One row per layer: node name, display name (module path) where it differs, op, size, role, tensor."""
     width = max([len(layer["name"]) for layer in result["layers"]] + [5])
-    lines = [f"{'layer':<{width}}  {'op':<6}  {'neurons':>7}  {'role':<6}  observed tensor"]
-    lines += [f"{layer['name']:<{width}}  {layer['op_type']:<6}  {layer['size']:>7}  {layer['role']:<6}  "
-              f"{layer['output']}" for layer in result["layers"]]
+    shown = max([len(layer["display"]) for layer in result["layers"] if layer["display"] != layer["name"]] + [0])
+    module = f"{'module':<{shown}}  " if shown else ""
+    lines = [f"{'layer':<{width}}  {module}{'op':<6}  {'neurons':>7}  {'role':<6}  observed tensor"]
+    for layer in result["layers"]:
+        display = layer["display"] if layer["display"] != layer["name"] else ""
+        lines.append(f"{layer['name']:<{width}}  {f'{display:<{shown}}  ' if shown else ''}{layer['op_type']:<6}  "
+                     f"{layer['size']:>7}  {layer['role']:<6}  {layer['output']}")
     if not result["layers"]:
         lines.append("(no neuron layers)")
     lines += [f"skipped {item['name']}: {item['reason']}" for item in result["skipped"]]

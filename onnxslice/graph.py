@@ -8,11 +8,12 @@ output of its element-wise tail (bias, normalisation, activation function).
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import logging
 import sys
-from collections import defaultdict
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,7 @@ class NeuronLayer:
     channel_axis: int  #: axis of the neurons in ``output``: 1 for Conv (3 after an NHWC Transpose), -1 for dense
     tail: tuple[str, ...]  #: names of the tail nodes, in order
     is_output: bool  #: no neuron layer downstream: its neurons are the categories themselves
+    display: str = ""  #: the source module's path when the exporter recorded it (see :func:`display_name`)
 
 
 @dataclass(frozen=True)
@@ -115,8 +117,18 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
     _remove_identities(graph)
     fold_constants(graph).cleanup().toposort()
     canonical = infer_shapes(export_graph(graph, like=model))
+    _keep_node_metadata(model.graph, canonical.graph)
     _explicit_same_padding(canonical)
     return canonical
+
+
+def _keep_node_metadata(source: onnx.GraphProto, target: onnx.GraphProto) -> None:
+    """Copy each node's ``metadata_props`` (where exporters record the source module) by node name;
+    onnx-graphsurgeon drops them."""
+    props = {node.name: node.metadata_props for node in source.node if node.metadata_props}
+    for node in target.node:
+        if node.name in props and not node.metadata_props:
+            node.metadata_props.extend(props[node.name])
 
 
 def fold_constants(graph: gs.Graph, **options: object) -> gs.Graph:
@@ -232,8 +244,42 @@ def find_neuron_layers(model: onnx.ModelProto) -> LayerScan:
         rank = constants[weight].ndim if node.op_type == "Conv" else 2
         tail, output, axis = _follow_tail(node, users, constants, size, axis, rank, graph_outputs)
         downstream = _reaches_layer(output, users, layer_nodes)
-        layers.append(NeuronLayer(node.name, node.op_type, size, weight, output, axis, tuple(tail), not downstream))
+        layers.append(NeuronLayer(node.name, node.op_type, size, weight, output, axis, tuple(tail), not downstream,
+                                  display_name(node, weight)))
+    shared = {name for name, count in Counter(layer.display for layer in layers).items() if count > 1}
+    layers = [replace(layer, display=f"{layer.display} ({layer.name})") if layer.display in shared else layer
+              for layer in layers]
     return LayerScan(layers, skipped)
+
+
+#: Node metadata in which PyTorch's dynamo exporter records the module scopes a node came from.
+NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
+
+
+def display_name(node: onnx.NodeProto, weight: str) -> str:
+    """The module path a layer came from, e.g. ``layer1.0.conv1``, else the node name.
+
+    Read, in order, from: a weight named ``<module path>.weight`` (both PyTorch exporters keep parameter names
+    where the weight is used as is; the dynamo exporter's BatchNorm folding keeps the conv's); the dynamo
+    exporter's ``pkg.torch.onnx.name_scopes`` node metadata (module paths, then the op); a legacy-exporter node
+    name ``/layer1/layer1.0/conv1/Conv`` (scopes, then the op; a scope that extends its parent's name, as children
+    of a Sequential do, replaces it).
+    """
+    if weight.endswith(".weight") and not weight.startswith(("/", "onnx::")):
+        return weight.removesuffix(".weight")
+    scopes = next((p.value for p in node.metadata_props if p.key == NAME_SCOPES_KEY), None)
+    if scopes is not None:
+        with contextlib.suppress(ValueError, SyntaxError, TypeError):
+            modules = [scope for scope in ast.literal_eval(scopes)[:-1] if isinstance(scope, str) and scope]
+            if modules:
+                return modules[-1]
+    parts = node.name.split("/")
+    if node.name.startswith("/") and len(parts) > 2:
+        path: list[str] = []
+        for part in parts[1:-1]:  # a scope that extends the previous one ("layer1" -> "layer1.0") replaces it
+            path = [*path[:-1], part] if path and part.startswith(path[-1] + ".") else [*path, part]
+        return ".".join(path)
+    return node.name
 
 
 def _layer_size(node: onnx.NodeProto, constants: dict[str, np.ndarray]) -> int | str:

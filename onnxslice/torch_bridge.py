@@ -1,8 +1,9 @@
 """ONNX → PyTorch with onnx2torch, for the stages that need gradients or training.
 
 The canonical graph (see :mod:`onnxslice.graph`) is converted; opsets newer than onnx2torch knows
-are first converted down with onnx's version converter. Each ONNX node becomes one submodule, so
-a neuron layer or a tail node is found by its ONNX node name.
+are first converted down with onnx's version converter, after the ops it cannot convert down are rewritten
+(:mod:`onnxslice.older_ops`). Each ONNX node becomes one submodule, so a neuron layer or a tail node is
+found by its ONNX node name.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from onnx import version_converter
 
 from onnxslice.errors import InputError
 from onnxslice.graph import NeuronLayer, constant_values
+from onnxslice.older_ops import rewrite_newer_ops
 
 #: Newest default-domain opset that onnx2torch 1.5.x converts reliably.
 MAX_TORCH_OPSET = 17
@@ -61,7 +63,7 @@ def _supported_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     if opset <= MAX_TORCH_OPSET:
         return model
     try:
-        return version_converter.convert_version(model, MAX_TORCH_OPSET)
+        return version_converter.convert_version(rewrite_newer_ops(model), MAX_TORCH_OPSET)
     except Exception as exc:  # noqa: BLE001 - the converter raises many types
         raise InputError(f"cannot convert opset {opset} down to {MAX_TORCH_OPSET} for onnx2torch: {exc}") from None
 

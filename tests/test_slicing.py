@@ -312,7 +312,8 @@ def test_inspect_without_model_reports_the_neuron_fraction(tmp_path):
     piece.save(tmp_path / "s.json")
     report = json.loads(run_cli("inspect", tmp_path / "s.json", "--json").stdout)
     assert report["neuron_fraction"] == pytest.approx(5 / 16)
-    assert report["layers"][0] == {"layer": "a", "size": 10, "kept": 3, "ratio": 0.3, "per_category": {"0": 1, "1": 2}}
+    assert report["layers"][0] == {"layer": "a", "display": "a", "size": 10, "kept": 3, "ratio": 0.3,
+                                   "per_category": {"0": 1, "1": 2}}
     text = run_cli("inspect", tmp_path / "s.json")
     assert text.exit_code == 0 and "31.2%" in text.output and "1 / 2" in text.output
     bad = run_cli("inspect", tmp_path / "s.json", "--plot", tmp_path / "layers.txt")

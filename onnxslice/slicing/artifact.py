@@ -6,7 +6,11 @@ Format ``onnxslice.slice/1``::
      "theta": 0.95, "ratio": null, "centered": true, "step": 1, "data": "digits:train", "round_to": 8,
      "target": {"metric": "macs", "fraction": 0.5} | null,
      "restructured": {"params": ..., "params_before": ..., "params_fraction": ..., "macs": ..., ...} | null,
-     "layers": {"<node name>": {"size": 512, "kept": [0, 3, ...], "per_category": {"0": [...], ...}}}}
+     "layers": {"<node name>": {"size": 512, "kept": [0, 3, ...], "per_category": {"0": [...], ...},
+                                "display": "layer1.0.conv1" | null}}}
+
+``display`` is the source module's path where the exporter recorded it (:func:`onnxslice.graph.display_name`);
+layers stay keyed by node name.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class LayerSlice:
     size: int
     kept: list[int]
     per_category: dict[str, list[int]] = field(default_factory=dict)
+    display: str | None = None  #: the source module's path, when it differs from the node name
 
 
 @dataclass
@@ -51,6 +56,14 @@ class Slice:
     def kept(self) -> dict[str, list[int]]:
         """Kept neuron indices by layer name."""
         return {name: layer.kept for name, layer in self.layers.items()}
+
+    def name_layers(self, scan: LayerScan) -> None:
+        """Record each layer's display name (its module path) where it differs from the node name."""
+        layers = scan.by_name()
+        for name, layer in self.layers.items():
+            found = layers.get(name)
+            if found is not None and found.display and found.display != name:
+                layer.display = found.display
 
     def check_against(self, model_sha256: str, scan: LayerScan, model_path: str | Path) -> None:
         """Fail with one line when the slice was made for another model or names unknown layers."""
@@ -104,7 +117,10 @@ def _layer_from_json(name: str, value: dict) -> LayerSlice:
     if len(set(kept)) != len(kept):
         raise ValueError(f"layer {name!r}: kept indices must be distinct")
     per_category = {str(k): [_index(i, size, name) for i in v] for k, v in value.get("per_category", {}).items()}
-    return LayerSlice(size, kept, per_category)
+    display = value.get("display")
+    if display is not None and not isinstance(display, str):
+        raise ValueError(f"layer {name!r}: display must be a string")
+    return LayerSlice(size, kept, per_category, display)
 
 
 def _whole(value: object, what: str) -> int:

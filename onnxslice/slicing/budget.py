@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 
 from onnxslice.errors import InputError
+from onnxslice.graph import find_neuron_layers
 from onnxslice.profile.artifact import Profile
 from onnxslice.slicing.artifact import Slice
 from onnxslice.slicing.groups import SelectionGroups
@@ -98,10 +99,13 @@ def slice_model(model: onnx.ModelProto, profile: Profile, metric: str, strategy:
     the model's channel groups and reporting the size restructure reaches."""
     if target_params is None and target_macs is None:
         chosen = make_strategy(strategy, theta, ratio, step, centered, representation)
-        return select(profile, metric, chosen, groups or SelectionGroups.of_model(model), round_to)
-    if theta is not None or ratio is not None:
+        piece = select(profile, metric, chosen, groups or SelectionGroups.of_model(model), round_to)
+    elif theta is not None or ratio is not None:
         raise InputError("--theta / --ratio and --target-params / --target-macs exclude each other: "
                          "a budget chooses the parameter")
-    return slice_to_budget(model, profile, metric, strategy, target_params=target_params, target_macs=target_macs,
-                           round_to=round_to, tolerance=tolerance, groups=groups, step=step, centered=centered,
-                           representation=representation)
+    else:
+        piece = slice_to_budget(model, profile, metric, strategy, target_params=target_params,
+                                target_macs=target_macs, round_to=round_to, tolerance=tolerance, groups=groups,
+                                step=step, centered=centered, representation=representation)
+    piece.name_layers(find_neuron_layers(model))
+    return piece

@@ -25,8 +25,9 @@ POSITIVE_OFFSET = 0.01
 
 
 def layer_table(piece: Slice) -> list[dict]:
-    """Per layer: kept / size, the kept ratio, and the number kept per category."""
-    return [{"layer": name, "size": layer.size, "kept": len(layer.kept), "ratio": len(layer.kept) / layer.size,
+    """Per layer: its node name and display name, kept / size, the kept ratio, and the number kept per category."""
+    return [{"layer": name, "display": layer.display or name, "size": layer.size, "kept": len(layer.kept),
+             "ratio": len(layer.kept) / layer.size,
              "per_category": {c: len(kept) for c, kept in layer.per_category.items()}}
             for name, layer in piece.layers.items()]
 

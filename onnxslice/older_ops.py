@@ -1,0 +1,163 @@
+"""Rewrite ONNX ops of opsets 18–23 into equivalent older ops, for onnx2torch (which knows opsets up to 17).
+
+onnx's version converter takes most of a newer graph down to opset 17 (ReduceMean with axes as an input, the
+type-only revisions of Conv, Reshape, Identity, …) but not these, which are rewritten first:
+
+- ``Gelu`` (opset 20, no earlier version): its Erf form, or its tanh form for ``approximate="tanh"``;
+- ``Split`` (opset 18, ``num_outputs`` or not; the converter has no 18 → 13 adapter): one ``Slice`` per output;
+- ``RMSNormalization`` (opset 23, no earlier version): ``x / sqrt(mean(x²) + ε) · scale``.
+
+The node that produces a rewritten node's (first) output keeps its name, so a neuron layer's tail (a Gelu) is
+still found by name in the converted module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxslice.graph import constant_values
+
+
+class _Builder:
+    """New nodes and constants replacing one node; names derive from it and never collide."""
+
+    def __init__(self, node: onnx.NodeProto, dtype: np.dtype, taken: set[str]) -> None:
+        self.node, self.dtype, self.taken = node, dtype, taken
+        self.nodes: list[onnx.NodeProto] = []
+        self.constants: list[onnx.TensorProto] = []
+
+    def fresh(self, suffix: str) -> str:
+        name = f"{self.node.name}/{suffix}"
+        while name in self.taken:
+            name += "_"
+        self.taken.add(name)
+        return name
+
+    def constant(self, suffix: str, value: float | list[int]) -> str:
+        array = np.array(value, np.int64) if isinstance(value, list) else np.array(value, self.dtype)
+        name = self.fresh(suffix)
+        self.constants.append(numpy_helper.from_array(array, name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], suffix: str | None = None, output: str | None = None) -> str:
+        """Add a node; ``suffix=None`` gives it the replaced node's name (it produces the replaced output)."""
+        name = self.node.name if suffix is None else self.fresh(suffix)
+        out = output or self.fresh(f"{suffix}_output")
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=name))
+        return out
+
+
+def _attribute(node: onnx.NodeProto, name: str, default: object) -> object:
+    found = next((a for a in node.attribute if a.name == name), None)
+    return default if found is None else helper.get_attribute_value(found)
+
+
+def _gelu(node: onnx.NodeProto, build: _Builder, _info: _GraphInfo) -> bool:
+    x, y = node.input[0], node.output[0]
+    if _attribute(node, "approximate", b"none") == b"tanh":  # 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+        cube = build.op("Mul", [build.op("Mul", [x, x], "square"), x], "cube")
+        inner = build.op("Add", [x, build.op("Mul", [cube, build.constant("c", 0.044715)], "scaled_cube")], "sum")
+        scaled = build.op("Mul", [inner, build.constant("k", math.sqrt(2 / math.pi))], "scaled")
+        curve = build.op("Tanh", [scaled], "tanh")
+    else:  # 0.5·x·(1 + erf(x / √2))
+        curve = build.op("Erf", [build.op("Div", [x, build.constant("sqrt2", math.sqrt(2))], "div")], "erf")
+    gate = build.op("Mul", [x, build.op("Add", [curve, build.constant("one", 1.0)], "plus_one")], "gate")
+    build.op("Mul", [gate, build.constant("half", 0.5)], output=y)
+    return True
+
+
+def _split(node: onnx.NodeProto, build: _Builder, info: _GraphInfo) -> bool:
+    axis = int(_attribute(node, "axis", 0))
+    if len(node.input) > 1 and node.input[1]:
+        if node.input[1] not in info.constants:
+            return False
+        sizes = [int(s) for s in info.constants[node.input[1]]]
+    else:
+        dim = info.dim(node.input[0], axis)
+        if dim is None:
+            return False
+        parts = int(_attribute(node, "num_outputs", len(node.output)))
+        chunk = -(-dim // parts)  # the spec: equal chunks of ceil(dim / n), the last one smaller
+        sizes = [min(chunk, dim - i * chunk) for i in range(parts)]
+    start = 0
+    for index, (size, output) in enumerate(zip(sizes, node.output, strict=True)):
+        bounds = [build.constant(f"{key}{index}", [value]) for key, value in
+                  (("starts", start), ("ends", start + size), ("axes", axis))]
+        build.op("Slice", [node.input[0], *bounds], None if index == 0 else f"slice{index}", output=output)
+        start += size
+    return True
+
+
+def _rms_normalization(node: onnx.NodeProto, build: _Builder, info: _GraphInfo) -> bool:
+    axis = int(_attribute(node, "axis", -1))
+    if axis < 0:
+        axes = list(range(axis, 0))
+    else:
+        rank = info.rank(node.input[0])
+        if rank is None:
+            return False
+        axes = list(range(axis, rank))
+    x = node.input[0]
+    mean = build.op("ReduceMean", [build.op("Mul", [x, x], "square"), build.constant("axes", axes)], "mean")
+    root = build.op("Sqrt", [build.op("Add", [mean, build.constant("epsilon", _attribute(node, "epsilon", 1e-5))],
+                                      "plus_epsilon")], "sqrt")
+    build.op("Mul", [build.op("Div", [x, root], "normalised"), node.input[1]], output=node.output[0])
+    return True
+
+
+class _GraphInfo:
+    """Constants, element types and inferred shapes of a graph's tensors."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.constants = constant_values(model)
+        graph = model.graph
+        self.types = {init.name: init.data_type for init in graph.initializer}
+        self.shapes: dict[str, onnx.TensorShapeProto] = {}
+        for info in [*graph.input, *graph.value_info, *graph.output]:
+            self.types[info.name] = info.type.tensor_type.elem_type
+            if info.type.tensor_type.HasField("shape"):
+                self.shapes[info.name] = info.type.tensor_type.shape
+
+    def dtype(self, name: str) -> np.dtype:
+        elem = self.types.get(name, onnx.TensorProto.FLOAT) or onnx.TensorProto.FLOAT
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem))
+
+    def rank(self, name: str) -> int | None:
+        return len(self.shapes[name].dim) if name in self.shapes else None
+
+    def dim(self, name: str, axis: int) -> int | None:
+        rank = self.rank(name)
+        if rank is None or not -rank <= axis < rank:
+            return None
+        dim = self.shapes[name].dim[axis]
+        return dim.dim_value if dim.HasField("dim_value") else None
+
+
+#: op type -> rewrite (False when the node cannot be rewritten, e.g. an unknown split size; it is then kept).
+REWRITES: dict[str, Callable[[onnx.NodeProto, _Builder, _GraphInfo], bool]] = {
+    "Gelu": _gelu, "Split": _split, "RMSNormalization": _rms_normalization,
+}
+
+
+def rewrite_newer_ops(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with every default-domain op of :data:`REWRITES` replaced by its older equivalent (in place)."""
+    info = _GraphInfo(model)
+    taken = {node.name for node in model.graph.node} | {name for node in model.graph.node for name in node.output}
+    taken |= set(info.constants)
+    nodes: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        rewrite = REWRITES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        build = _Builder(node, info.dtype(node.input[0]) if node.input else np.dtype(np.float32), taken)
+        if rewrite is not None and rewrite(node, build, info):
+            nodes += build.nodes
+            model.graph.initializer.extend(build.constants)
+        else:
+            nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
