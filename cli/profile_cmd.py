@@ -83,6 +83,7 @@ def format_layers(result: dict) -> str:
     """One row per layer: node name, display name (module path) where it differs, op, size, role, tensor."""
     width = max([len(layer["name"]) for layer in result["layers"]] + [5])
     shown = max([len(layer["display"]) for layer in result["layers"] if layer["display"] != layer["name"]] + [0])
+    shown = max(shown, len("module")) if shown else 0
     module = f"{'module':<{shown}}  " if shown else ""
     lines = [f"{'layer':<{width}}  {module}{'op':<6}  {'neurons':>7}  {'role':<6}  observed tensor"]
     for layer in result["layers"]:
