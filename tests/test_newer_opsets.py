@@ -172,3 +172,12 @@ def test_inspect_of_a_dynamo_resnet18_shows_module_paths(tmp_path):
     assert {layer["display"] for layer in layers.values()} >= {"layer1.0.conv1", "layer4.1.conv1"}
     shown = CliRunner().invoke(cli, ["inspect", str(tmp_path / "s.json")])
     assert shown.exit_code == 0 and "layer1.0.conv1" in shown.output and "node_Conv_296" in shown.output
+
+
+def test_legacy_names_of_nested_sequentials_become_module_paths():
+    """Oracle: the PyTorch original's named_modules (a Sequential inside a block: ``features.2.conv1.0``)."""
+    from tests.helpers import CNN, example_torch_model
+
+    modules = [name for name, module in example_torch_model("cnn").named_modules()
+               if isinstance(module, torch.nn.Conv2d | torch.nn.Linear)]
+    assert [layer.display for layer in find_neuron_layers(load_model(CNN)).layers] == modules
