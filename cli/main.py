@@ -18,7 +18,8 @@ from onnxslice.errors import one_line
 COMMANDS = {
     "profile": "profile_cmd", "slice": "slice_cmd", "restructure": "restructure_cmd", "mask": "mask_cmd",
     "evaluate": "evaluate_cmd", "readapt": "readapt_cmd", "incremental": "incremental_cmd",
-    "compress": "compress_cmd", "sweep": "sweep_cmd", "inspect": "inspect_cmd",
+    "compress": "compress_cmd", "sweep": "sweep_cmd", "inspect": "inspect_cmd", "finetune": "finetune_cmd",
+    "prune": "prune_cmd",
 }
 
 

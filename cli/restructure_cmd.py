@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import onnx
 
 from onnxslice.large import write_model
-from onnxslice.stats import count_macs, count_params, measure_latency
+from onnxslice.stats import DEFAULT_LATENCY_SECONDS, count_macs, count_params, latency
 from onnxslice.surgery.restructure import restructure as restructure_model
 from onnxslice.surgery.verify import probe_samples, verify
 from onnxslice_cli.common import (
@@ -38,14 +39,17 @@ from onnxslice_cli.common import (
 @click.option("-o", "--output", required=True, type=OutputFile(), help="Where to write pruned.onnx.")
 @click.option("--latency-batch", type=click.IntRange(min=1), default=32, show_default=True,
               help="Batch size of the latency measurement.")
+@click.option("--latency-seconds", type=click.FloatRange(min=0), default=DEFAULT_LATENCY_SECONDS, show_default=True,
+              help="Time to spend measuring the latency of each model (a model slower than this is run once); "
+                   "0 skips the measurement.")
 @click.option("--data", "data_spec", type=DataSpec(), default=None, metavar="DATA",
               help="Verify on the first samples of DATA (real inputs) before standard-normal probes.")
 @device_option
 @data_options
 @json_option
 @reports_errors
-def restructure(model: str, slice_path: str, output: str, latency_batch: int, data_spec: str | None, device: str,
-                as_json: bool, **image: object) -> None:
+def restructure(model: str, slice_path: str, output: str, latency_batch: int, latency_seconds: float,
+                data_spec: str | None, device: str, as_json: bool, **image: object) -> None:
     """Remove the non-critical channels of SLICE from MODEL -> a smaller ONNX model, verified before writing.
 
     The result must pass the ONNX checker, run in onnxruntime and match `onnxslice mask` of the same
@@ -66,14 +70,26 @@ def restructure(model: str, slice_path: str, output: str, latency_batch: int, da
         "output": str(out), "model": model, "slice": slice_path, "external_data": data,
         "params_before": count_params(original), "params_after": count_params(pruned),
         "macs_before": count_macs(original), "macs_after": count_macs(pruned),
-        "latency_ms_before": measure_latency(original, latency_batch, device=device),
-        "latency_ms_after": measure_latency(pruned, latency_batch, device=device),
-        "latency_batch": latency_batch,
+        **latency_fields(original, pruned, latency_batch, latency_seconds, device),
         "max_abs_diff": check.max_abs_diff, "output_scale": check.output_scale, "probes": check.probes,
         "verification_informative": check.informative,
         **report.to_json(),
     }
     emit(result, as_json, format_restructure)
+
+
+def latency_fields(original: onnx.ModelProto, pruned: onnx.ModelProto, batch: int, seconds: float,
+                   device: str) -> dict:
+    """``latency_ms_before/after`` (None when ``seconds`` is 0: ``latency_skipped``), with the runs and seconds
+    each measurement took."""
+    if seconds == 0:
+        return {"latency_ms_before": None, "latency_ms_after": None, "latency_batch": batch,
+                "latency_skipped": True}
+    before = latency(original, batch, device=device, max_seconds=seconds)
+    after = latency(pruned, batch, device=device, max_seconds=seconds)
+    return {"latency_ms_before": before.ms, "latency_ms_after": after.ms, "latency_batch": batch,
+            "latency_skipped": False, "latency_runs": [before.runs, after.runs],
+            "latency_seconds": [before.seconds, after.seconds], "latency_max_seconds": seconds}
 
 
 def format_restructure(result: dict) -> str:
@@ -88,7 +104,8 @@ def format_restructure(result: dict) -> str:
              row("params", result["params_before"], result["params_after"]),
              row("MACs", result["macs_before"], result["macs_after"]),
              row("latency ms", result["latency_ms_before"], result["latency_ms_after"],
-                 f"  (batch {result['latency_batch']})"),
+                 f"  (batch {result['latency_batch']})") if not result["latency_skipped"]
+             else "latency     not measured (--latency-seconds 0)",
              f"channels removed {result['channels_removed']:,} of {result['channels_before']:,} "
              f"({result['channels_removed_fraction']:.1%}); the slice drops {result['channels_dropped_by_slice']:,}, "
              f"{result['channels_zeroed']:,} of them stay zeroed (a coupled layer keeps them)",

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
 from onnxslice.large import FLOAT_TYPES, without_weights
 from onnxslice.runtime import input_name, input_shape, make_session, session_input_type
+
+#: Default bound of a command's latency measurement of each model, in seconds.
+DEFAULT_LATENCY_SECONDS = 2.0
 
 
 def count_params(model: onnx.ModelProto) -> int:
@@ -75,22 +79,53 @@ def _known_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
     return shapes
 
 
-def measure_latency(model: onnx.ModelProto, batch: int = 32, repeats: int = 20, device: str = "auto",
-                    warmup: int = 3, threads: int | None = None, rounds: int = 5) -> float:
+@dataclass(frozen=True)
+class Latency:
+    """A latency measurement: the quickest round's mean milliseconds per batch, and what it cost."""
+
+    ms: float
+    runs: int  #: timed runs (warm-up runs not counted)
+    seconds: float  #: time spent running the model, warm-up included (session creation not included)
+
+
+def latency(model: onnx.ModelProto, batch: int = 32, repeats: int = 20, device: str = "auto", warmup: int = 3,
+            threads: int | None = None, rounds: int = 5, max_seconds: float | None = None) -> Latency:
     """Mean milliseconds per batch of random inputs through onnxruntime, after warm-up runs.
 
     The mean is taken over ``repeats`` runs in each of ``rounds`` rounds and the quickest round is
     reported: on a shared machine the other rounds measure the neighbours as much as the model.
+    ``max_seconds`` bounds the time spent running (warm-up included): no run starts after it has passed,
+    except the first timed one, so a model slower than the bound is still measured once. The inputs are cast
+    to the model's input type (a float16 model gets float16 inputs).
     """
     session = make_session(model, device, threads)
     feed = {input_name(model): np.random.default_rng(0).standard_normal(
         fixed_input_shape(model, batch), dtype=np.float32).astype(session_input_type(session))}
-    for _ in range(warmup):
+    start = time.perf_counter()
+    deadline = start + max_seconds if max_seconds is not None else float("inf")
+    for i in range(warmup):
+        if i and time.perf_counter() >= deadline:
+            break
         session.run(None, feed)
-    means = []
+    means: list[float] = []
+    runs = 0
     for _ in range(rounds):
-        start = time.perf_counter()
+        count, began = 0, time.perf_counter()
         for _ in range(repeats):
+            if runs and time.perf_counter() >= deadline:
+                break
             session.run(None, feed)
-        means.append((time.perf_counter() - start) / repeats * 1000.0)
-    return min(means)
+            count += 1
+            runs += 1
+        if count:
+            means.append((time.perf_counter() - began) / count * 1000.0)
+        if time.perf_counter() >= deadline:
+            break
+    return Latency(min(means), runs, time.perf_counter() - start)
+
+
+def measure_latency(model: onnx.ModelProto, batch: int = 32, repeats: int = 20, device: str = "auto",
+                    warmup: int = 3, threads: int | None = None, rounds: int = 5,
+                    max_seconds: float | None = None) -> float:
+    """:func:`latency` in milliseconds per batch."""
+    return latency(model, batch, repeats, device, warmup, threads, rounds, max_seconds).ms

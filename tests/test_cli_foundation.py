@@ -20,7 +20,7 @@ from onnxslice_cli.main import COMMANDS, cli
 from tests.helpers import CNN, MLP
 
 DESIGN_COMMANDS = {"profile", "slice", "restructure", "mask", "evaluate", "readapt", "incremental", "compress",
-                   "sweep", "inspect"}
+                   "sweep", "inspect", "finetune", "prune"}
 
 
 def run(*args: str):

@@ -18,7 +18,7 @@ from onnxslice.files import sha256_of
 from onnxslice.graph import find_neuron_layers, load_model
 from onnxslice.runtime import input_name, make_session
 from onnxslice.slicing.artifact import LayerSlice, Slice
-from onnxslice.stats import count_params
+from onnxslice.stats import count_params, latency
 from onnxslice.surgery.mask import mask_model
 from onnxslice_cli import restructure_cmd
 from onnxslice_cli.main import cli
@@ -112,3 +112,52 @@ def test_large_models_are_written_with_external_data(tmp_path, monkeypatch):
     model = onnx.load(str(out))  # loads the external weights from beside the file
     x = np.zeros((2, 64), np.float32)
     assert outputs(model, x).shape == (2, 10)
+
+
+def test_latency_seconds_0_skips_the_measurement(tmp_path):
+    """--latency-seconds 0: the JSON says the latency was skipped and holds no figures; the table says so."""
+    write_slice(MLP, tmp_path / "slice.json")
+    args = ["restructure", str(MLP), "--slice", str(tmp_path / "slice.json"), "-o", str(tmp_path / "p.onnx"),
+            "--latency-seconds", "0"]
+    result = CliRunner().invoke(cli, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["latency_skipped"] is True
+    assert report["latency_ms_before"] is None and report["latency_ms_after"] is None
+    table = CliRunner().invoke(cli, args)
+    assert table.exit_code == 0 and "not measured" in table.stdout
+
+
+def test_latency_is_bounded_by_default(tmp_path):
+    """Without the option each model's measurement is bounded by 2 s: the JSON carries the bound and the
+    measurement's own count of runs and seconds (no wall-clock assertion here)."""
+    write_slice(MLP, tmp_path / "slice.json")
+    result = CliRunner().invoke(cli, ["restructure", str(MLP), "--slice", str(tmp_path / "slice.json"),
+                                      "-o", str(tmp_path / "p.onnx"), "--json", "--latency-batch", "4"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["latency_skipped"] is False and report["latency_max_seconds"] == 2.0
+    assert all(runs >= 1 for runs in report["latency_runs"])
+    assert report["latency_ms_before"] > 0 and report["latency_ms_after"] > 0
+
+
+def test_latency_stops_at_its_bound_and_measures_at_least_once():
+    """Oracle: the measurement's own count and time. With far more runs asked for than fit in the bound it stops
+    early (fewer runs than asked) and not before the bound has passed; with a bound shorter than one run it
+    still times exactly one run."""
+    model = load_model(MLP)
+    bounded = latency(model, batch=4, repeats=10**6, rounds=3, device="cpu", max_seconds=0.2)
+    assert 1 <= bounded.runs < 3 * 10**6
+    assert bounded.seconds >= 0.2 and bounded.ms > 0
+    once = latency(model, batch=4, device="cpu", max_seconds=1e-9)
+    assert once.runs == 1 and once.ms > 0
+    unbounded = latency(model, batch=4, repeats=5, rounds=2, device="cpu")
+    assert unbounded.runs == 10
+
+
+def test_latency_casts_inputs_for_float16_models(tmp_path):
+    """A bounded measurement still feeds a float16 model float16 inputs (onnxruntime refuses float32 there)."""
+    from tests.test_exports import _export, _network
+
+    model = load_model(_export(_network(), tmp_path / "fp16.onnx", dynamic=True, half=True))
+    assert latency(model, batch=2, repeats=2, rounds=1, device="cpu", max_seconds=1.0).ms > 0
