@@ -22,7 +22,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from onnxslice.profile import profile_model  # noqa: E402
+from onnxslice.profiling import profile_model  # noqa: E402
 from tests.helpers import digits32, export_onnx, resnet18_digits  # noqa: E402
 
 ONNXSLICE = str(Path(sys.executable).with_name("onnxslice"))

@@ -22,9 +22,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from onnxslice.data import DataSource, load_data  # noqa: E402
-from onnxslice.evaluate import accuracy  # noqa: E402
 from onnxslice.graph import load_model  # noqa: E402
-from onnxslice.profile import profile_model  # noqa: E402
+from onnxslice.measure.evaluate import accuracy  # noqa: E402
+from onnxslice.profiling import profile_model  # noqa: E402
 from onnxslice.slicing.groups import SelectionGroups  # noqa: E402
 from onnxslice.slicing.strategies import make_strategy, select  # noqa: E402
 from onnxslice.surgery.mask import mask_model  # noqa: E402

@@ -21,7 +21,7 @@ import argparse  # noqa: E402
 import numpy as np  # noqa: E402
 from timing import best_time  # noqa: E402
 
-from onnxslice.slicing.cka import cka_from_scratch, prefix_cka, similarity_statistics  # noqa: E402
+from onnxslice.profiling.similarity import cka_from_scratch, prefix_cka, similarity_statistics  # noqa: E402
 
 
 def main() -> None:

@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 from timing import last_line_in_fresh_process  # noqa: E402
 
 from onnxslice.data import DataSource  # noqa: E402
-from onnxslice.profile import profile_model  # noqa: E402
-from onnxslice.profile.profiler import DEFAULT_MAX_PER_CLASS  # noqa: E402
+from onnxslice.profiling import profile_model  # noqa: E402
+from onnxslice.profiling.profiler import DEFAULT_MAX_PER_CLASS  # noqa: E402
 from tests.helpers import CNN, export_onnx  # noqa: E402
 
 

@@ -39,8 +39,8 @@ from timing import last_line_in_fresh_process, median_ratio  # noqa: E402
 
 from onnxslice.data import DataSource, load_data  # noqa: E402
 from onnxslice.graph import load_model  # noqa: E402
-from onnxslice.profile import profile_model  # noqa: E402
-from onnxslice.profile.profiler import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PER_CLASS  # noqa: E402
+from onnxslice.profiling import profile_model  # noqa: E402
+from onnxslice.profiling.profiler import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PER_CLASS  # noqa: E402
 from onnxslice.runtime import Runner  # noqa: E402
 from tests.helpers import CNN, example_torch_model, export_onnx  # noqa: E402
 

@@ -20,7 +20,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from onnxslice.graph import find_neuron_layers, load_model  # noqa: E402
-from onnxslice.stats import count_macs, count_params, measure_latency  # noqa: E402
+from onnxslice.measure.stats import count_macs, count_params, measure_latency  # noqa: E402
 from onnxslice.surgery.restructure import restructure  # noqa: E402
 from onnxslice.surgery.verify import verify  # noqa: E402
 

@@ -24,11 +24,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from onnxslice.errors import InputError  # noqa: E402
 from onnxslice.graph import load_model  # noqa: E402
-from onnxslice.profile import profile_model  # noqa: E402
+from onnxslice.measure.stats import count_macs, fixed_input_shape  # noqa: E402
+from onnxslice.profiling import profile_model  # noqa: E402
 from onnxslice.runtime import input_name, make_session  # noqa: E402
 from onnxslice.slicing.budget import slice_to_budget  # noqa: E402
 from onnxslice.slicing.groups import SelectionGroups  # noqa: E402
-from onnxslice.stats import count_macs, fixed_input_shape  # noqa: E402
 from onnxslice.surgery.restructure import restructure  # noqa: E402
 from onnxslice.surgery.verify import verify  # noqa: E402
 from tests.helpers import digits32, export_onnx, resnet18_digits  # noqa: E402

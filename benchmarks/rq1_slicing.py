@@ -21,9 +21,9 @@ import torch
 from slice_speed import MODELS
 
 from onnxslice.data import load_data
-from onnxslice.evaluate import accuracy
 from onnxslice.graph import load_model
-from onnxslice.profile import profile_model
+from onnxslice.measure.evaluate import accuracy
+from onnxslice.profiling import profile_model
 from onnxslice.slicing.strategies import CategoryStrategy, GlobalStrategy, SemanticStrategy, Strategy, select
 from onnxslice.slicing.summary import neuron_fraction, parameter_fraction
 from onnxslice.surgery.mask import mask_model

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from timing import best_time
 
 from onnxslice.data import load_data
-from onnxslice.profile import Profile, profile_model
+from onnxslice.profiling import Profile, profile_model
 from onnxslice.slicing.strategies import make_strategy, select
 from onnxslice_cli.main import cli
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from onnxslice.compress.loop import DEFAULT_MAX_DROP, DEFAULT_MAX_ITERATIONS, DEFAULT_STEP
-from onnxslice.compress.loop import compress as run_compress
-from onnxslice.compress.methods import METHODS, make_method
+from onnxslice.compression.loop import DEFAULT_MAX_DROP, DEFAULT_MAX_ITERATIONS, DEFAULT_STEP
+from onnxslice.compression.loop import compress as run_compress
+from onnxslice.compression.methods import METHODS, make_method
 from onnxslice.errors import InputError
 from onnxslice.graph import load_model
 from onnxslice.large import write_model

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from onnxslice.evaluate import evaluate as evaluate_model
 from onnxslice.graph import load_model
+from onnxslice.measure.evaluate import evaluate as evaluate_model
 from onnxslice_cli.common import (
     DataSpec,
     InputFile,

@@ -9,7 +9,7 @@ import click
 from onnxslice.graph import load_model
 from onnxslice.large import write_model
 from onnxslice.maintain.finetune import finetune as finetune_model
-from onnxslice.stats import count_macs, count_params
+from onnxslice.measure.stats import count_macs, count_params
 from onnxslice_cli.common import (
     DataSpec,
     OutputFile,

@@ -14,12 +14,22 @@ import click
 from onnxslice import __version__
 from onnxslice.errors import one_line
 
-#: command name -> module in onnxslice_cli that defines it (as an attribute of the same name)
+#: command name -> (module in onnxslice_cli that defines it as an attribute of the same name, its one-line help).
+#: The one-line help lives here, not in the modules, so that ``onnxslice --help`` lists the commands without
+#: importing them (which would import PyTorch); a command's docstring is its full help.
 COMMANDS = {
-    "profile": "profile_cmd", "slice": "slice_cmd", "restructure": "restructure_cmd", "mask": "mask_cmd",
-    "evaluate": "evaluate_cmd", "readapt": "readapt_cmd", "incremental": "incremental_cmd",
-    "compress": "compress_cmd", "sweep": "sweep_cmd", "inspect": "inspect_cmd", "finetune": "finetune_cmd",
-    "prune": "prune_cmd",
+    "profile": ("profile_cmd", "Measure every neuron of MODEL on DATA per category -> profile.npz."),
+    "slice": ("slice_cmd", "Select the critical channels of MODEL (semantic, global, category-wise) -> slice.json."),
+    "restructure": ("restructure_cmd", "Remove the non-critical channels of SLICE from MODEL, verified -> small.onnx."),
+    "mask": ("mask_cmd", "Zero the non-critical neurons of SLICE; shapes unchanged -> masked.onnx."),
+    "evaluate": ("evaluate_cmd", "Accuracy overall and per class, parameters, MACs and latency of MODEL on DATA."),
+    "finetune": ("finetune_cmd", "Fine-tune every parameter of MODEL on DATA (Adam, cross entropy) -> tuned.onnx."),
+    "prune": ("prune_cmd", "Prune MODEL to a size budget and fine-tune it -> pruned.onnx, with a before/after table."),
+    "readapt": ("readapt_cmd", "Train only the critical neurons of MODEL against adversarial samples -> out.onnx."),
+    "incremental": ("incremental_cmd", "Freeze the old task's critical neurons, train MODEL on NEW_DATA -> new.onnx."),
+    "compress": ("compress_cmd", "Restructure MODEL with SLICE, then prune its weights while the accuracy holds."),
+    "sweep": ("sweep_cmd", "Slice MODEL at every Θ / ratio / budget and evaluate each: compression vs accuracy."),
+    "inspect": ("inspect_cmd", "Summarise SLICE: kept neurons per layer and category, the fraction of the model kept."),
 }
 
 
@@ -32,8 +42,12 @@ class Commands(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in COMMANDS:
-            return getattr(importlib.import_module(f"onnxslice_cli.{COMMANDS[name]}"), name)
+            return getattr(importlib.import_module(f"onnxslice_cli.{COMMANDS[name][0]}"), name)
         return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, summary) for name, (_, summary) in COMMANDS.items()])
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False

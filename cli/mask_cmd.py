@@ -9,9 +9,9 @@ import numpy as np
 import onnx
 
 from onnxslice.large import check_model, write_model
+from onnxslice.measure.stats import fixed_input_shape
 from onnxslice.runtime import make_session, run_session
 from onnxslice.slicing.summary import neuron_fraction, parameter_fraction
-from onnxslice.stats import fixed_input_shape
 from onnxslice.surgery.mask import mask_model
 from onnxslice_cli.common import (
     InputFile,

@@ -8,8 +8,8 @@ import click
 
 from onnxslice.errors import InputError
 from onnxslice.graph import find_neuron_layers, load_model
-from onnxslice.profile import METRICS, profile_model
-from onnxslice.profile.profiler import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PER_CLASS, DEFAULT_METRICS
+from onnxslice.profiling import METRICS, profile_model
+from onnxslice.profiling.profiler import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PER_CLASS, DEFAULT_METRICS
 from onnxslice_cli.common import (
     DataSpec,
     OutputFile,

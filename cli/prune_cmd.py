@@ -14,13 +14,13 @@ import click
 
 from onnxslice.graph import load_model
 from onnxslice.large import write_model
-from onnxslice.profile.metrics import METRICS
-from onnxslice.profile.profiler import DEFAULT_MAX_PER_CLASS
-from onnxslice.prune import DEFAULT_METRIC, DEFAULT_STRATEGY
-from onnxslice.prune import prune as prune_model
+from onnxslice.measure.stats import DEFAULT_LATENCY_SECONDS
+from onnxslice.pipeline import DEFAULT_METRIC, DEFAULT_STRATEGY
+from onnxslice.pipeline import prune as prune_model
+from onnxslice.profiling.metrics import METRICS
+from onnxslice.profiling.profiler import DEFAULT_MAX_PER_CLASS
 from onnxslice.slicing.budget import DEFAULT_ROUND_TO, DEFAULT_TOLERANCE
 from onnxslice.slicing.strategies import STRATEGIES
-from onnxslice.stats import DEFAULT_LATENCY_SECONDS
 from onnxslice_cli.common import (
     DataSpec,
     OutputFile,

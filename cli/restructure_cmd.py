@@ -13,7 +13,7 @@ import click
 import onnx
 
 from onnxslice.large import write_model
-from onnxslice.stats import DEFAULT_LATENCY_SECONDS, count_macs, count_params, latency
+from onnxslice.measure.stats import DEFAULT_LATENCY_SECONDS, count_macs, count_params, latency
 from onnxslice.surgery.restructure import restructure as restructure_model
 from onnxslice.surgery.verify import probe_samples, verify
 from onnxslice_cli.common import (

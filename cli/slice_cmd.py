@@ -7,9 +7,9 @@ import click
 from onnxslice.errors import InputError
 from onnxslice.files import sha256_of
 from onnxslice.graph import find_neuron_layers, load_model
-from onnxslice.profile.artifact import REPRESENTATIONS, Profile
-from onnxslice.profile.metrics import METRICS
-from onnxslice.profile.profiler import DEFAULT_MAX_PER_CLASS, profile_model
+from onnxslice.profiling.artifact import REPRESENTATIONS, Profile
+from onnxslice.profiling.metrics import METRICS
+from onnxslice.profiling.profiler import DEFAULT_MAX_PER_CLASS, profile_model
 from onnxslice.slicing.budget import DEFAULT_ROUND_TO, DEFAULT_TOLERANCE, slice_model
 from onnxslice.slicing.strategies import DEFAULT_RATIO, DEFAULT_REPRESENTATION, DEFAULT_THETA, STRATEGIES
 from onnxslice.slicing.summary import layer_table, neuron_fraction

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from onnxslice.compress.deeparc import DEFAULT_THRESHOLD
-from onnxslice.compress.sweep import (
+from onnxslice.compression.deeparc import DEFAULT_THRESHOLD
+from onnxslice.compression.sweep import (
     DEFAULT_RATIOS,
     DEFAULT_THETAS,
     SLICING_STRATEGIES,
@@ -16,16 +16,16 @@ from onnxslice.compress.sweep import (
     points_csv,
     save_plot,
 )
-from onnxslice.compress.sweep import (
+from onnxslice.compression.sweep import (
     sweep as run_sweep,
 )
 from onnxslice.errors import InputError
-from onnxslice.evaluate import accuracy
 from onnxslice.files import sha256_of, write_atomically
 from onnxslice.graph import load_model
-from onnxslice.profile.artifact import Profile
-from onnxslice.profile.metrics import METRICS
-from onnxslice.profile.profiler import DEFAULT_MAX_PER_CLASS, profile_model
+from onnxslice.measure.evaluate import accuracy
+from onnxslice.profiling.artifact import Profile
+from onnxslice.profiling.metrics import METRICS
+from onnxslice.profiling.profiler import DEFAULT_MAX_PER_CLASS, profile_model
 from onnxslice.slicing.budget import DEFAULT_ROUND_TO
 from onnxslice_cli.common import (
     DataSpec,

@@ -17,12 +17,12 @@ from click.testing import CliRunner
 
 from onnxslice.errors import InputError
 from onnxslice.graph import find_neuron_layers, load_model
-from onnxslice.profile import Profile, profile_model
+from onnxslice.measure.stats import count_macs, count_params
+from onnxslice.profiling import Profile, profile_model
 from onnxslice.slicing.artifact import Slice
 from onnxslice.slicing.budget import bisect, candidate_values, slice_to_budget
 from onnxslice.slicing.groups import SelectionGroups
 from onnxslice.slicing.strategies import choose, make_strategy, select
-from onnxslice.stats import count_macs, count_params
 from onnxslice.surgery.restructure import restructure
 from onnxslice.surgery.verify import verify
 from onnxslice_cli.main import cli

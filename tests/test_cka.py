@@ -1,4 +1,4 @@
-"""Linear CKA statistics and the exact prefix scan (onnxslice.slicing.cka).
+"""Linear CKA statistics and the exact prefix scan (onnxslice.profiling.similarity).
 
 Oracles: CKA recomputed from scratch from the activations by the paper's definition (Gram matrices of
 samples, double-centred for centred CKA) at every prefix; H checked against its definition
@@ -14,7 +14,7 @@ import pytest
 
 from onnxslice.data import load_data
 from onnxslice.graph import find_neuron_layers, load_model
-from onnxslice.slicing.cka import (
+from onnxslice.profiling.similarity import (
     as_samples_neurons_positions,
     cka_from_scratch,
     live_neurons,

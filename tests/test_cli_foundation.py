@@ -114,3 +114,17 @@ def test_evaluate_with_baseline_reports_both_models():
     assert report["baseline"]["params"] == 167_178  # 64*512+512 + 512*256+256 + 256*10+10
     table = run("evaluate", str(CNN), "--baseline", str(MLP), "--data", "digits:test").stdout
     assert "before" in table and "after/before" in table
+
+
+def test_help_and_version_import_no_heavy_library():
+    """Oracle: ``sys.modules`` of a fresh interpreter after ``onnxslice --help`` and ``--version`` — none of numpy,
+    onnx, onnxruntime, torch (commands are listed from the registry in cli/main.py, imported only to run)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom onnxslice_cli.main import cli\n"
+            "for args in (['--help'], ['--version']):\n"
+            "    try:\n        cli(args)\n    except SystemExit:\n        pass\n"
+            "print('loaded:', sorted(m for m in ('numpy', 'onnx', 'onnxruntime', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("loaded: []")

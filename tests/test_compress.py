@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 from torch.nn.utils import prune
 
-from onnxslice.compress.loop import compress, nonzero_params, sparse_storage, sparsity_at
-from onnxslice.compress.methods import (
+from onnxslice.compression.loop import compress, nonzero_params, sparse_storage, sparsity_at
+from onnxslice.compression.methods import (
     Erk,
     GlobalMagnitude,
     Lamp,
@@ -24,8 +24,8 @@ from onnxslice.compress.methods import (
     lamp_scores,
 )
 from onnxslice.data import load_data
-from onnxslice.evaluate import accuracy
 from onnxslice.graph import load_model
+from onnxslice.measure.evaluate import accuracy
 from onnxslice.runtime import make_session
 from onnxslice_cli.main import cli
 from tests.helpers import MLP

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from onnxslice.data import load_data
-from onnxslice.evaluate import evaluate
 from onnxslice.graph import load_model
-from onnxslice.profile import profile_model
+from onnxslice.measure.evaluate import evaluate
+from onnxslice.profiling import profile_model
 
 
 def _network() -> torch.nn.Module:

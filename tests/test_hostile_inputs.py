@@ -28,7 +28,7 @@ from onnx import TensorProto, helper
 
 from onnxslice.data import load_data
 from onnxslice.graph import load_model
-from onnxslice.profile import profile_model
+from onnxslice.profiling import profile_model
 from onnxslice.slicing.strategies import GlobalStrategy, select
 from onnxslice_cli.main import cli
 from tests.helpers import MLP

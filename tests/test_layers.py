@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxslice.data import load_data
 from onnxslice.errors import InputError
 from onnxslice.graph import constant_values, find_neuron_layers, load_model
-from onnxslice.profile import profile_model
+from onnxslice.profiling import profile_model
 from onnxslice_cli.profile_cmd import profile as profile_command
 from tests.helpers import sklearn_digits_mlp
 

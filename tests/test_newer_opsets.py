@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxslice.data import load_data
 from onnxslice.graph import canonicalize, find_neuron_layers, load_model
 from onnxslice.older_ops import rewrite_newer_ops
-from onnxslice.profile import profile_model
+from onnxslice.profiling import profile_model
 from onnxslice.runtime import make_session
 from onnxslice.torch_bridge import to_torch
 from onnxslice_cli.main import cli

@@ -25,10 +25,10 @@ from onnxslice.data import load_data
 from onnxslice.errors import InputError
 from onnxslice.files import sha256_of
 from onnxslice.graph import find_neuron_layers, load_model
-from onnxslice.profile import METRICS, Metric, Profile, profile_model, profiler
-from onnxslice.profile.profiler import cka_samples, with_observed_outputs, with_spatial_means
+from onnxslice.profiling import METRICS, Metric, Profile, profile_model, profiler
+from onnxslice.profiling.profiler import cka_samples, with_observed_outputs, with_spatial_means
+from onnxslice.profiling.similarity import as_samples_neurons_positions
 from onnxslice.runtime import ReusedOutputs, Runner
-from onnxslice.slicing.cka import as_samples_neurons_positions
 from onnxslice_cli.profile_cmd import profile as profile_command
 from tests.helpers import CNN, MLP, MODELS, example_torch_model, export_onnx, random_npz
 

@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 
 from onnxslice.data import load_data
 from onnxslice.errors import InputError
-from onnxslice.evaluate import accuracy
 from onnxslice.files import sha256_of
 from onnxslice.graph import find_neuron_layers, load_model
-from onnxslice.profile.artifact import FORMAT as PROFILE_FORMAT
-from onnxslice.profile.artifact import Profile
+from onnxslice.measure.evaluate import accuracy
+from onnxslice.profiling.artifact import FORMAT as PROFILE_FORMAT
+from onnxslice.profiling.artifact import Profile
 from onnxslice.slicing.artifact import FORMAT as SLICE_FORMAT
 from onnxslice.slicing.artifact import Slice
 from onnxslice.slicing.strategies import make_strategy, select

@@ -1,4 +1,4 @@
-"""`onnxslice prune` and :func:`onnxslice.prune.prune`: profile → slice to a budget → restructure → fine-tune.
+"""`onnxslice prune` and :func:`onnxslice.pipeline.prune`: profile → slice to a budget → restructure → fine-tune.
 
 Oracles: MACs and parameters counted from the written file against the original's; the written model's
 accuracy computed here with onnxruntime on digits:test; the exit-code rule checked against the figures the
@@ -18,9 +18,9 @@ from onnxslice.data import load_data
 from onnxslice.files import sha256_of
 from onnxslice.graph import load_model
 from onnxslice.maintain.finetune import FinetuneOptions
-from onnxslice.prune import MAX_ACCURACY_DROP, PruneResult, prune
+from onnxslice.measure.stats import count_macs, count_params
+from onnxslice.pipeline import MAX_ACCURACY_DROP, PruneResult, prune
 from onnxslice.runtime import input_name, make_session
-from onnxslice.stats import count_macs, count_params
 from onnxslice_cli.main import cli
 from tests.helpers import MLP
 

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from onnxslice.graph import find_neuron_layers, load_model
+from onnxslice.measure.stats import count_params
 from onnxslice.runtime import input_name, make_session
-from onnxslice.stats import count_params
 from onnxslice.surgery.mask import mask_model
 from onnxslice.surgery.restructure import restructure
 from tests.helpers import CNN, MLP, example_torch_model, export_onnx

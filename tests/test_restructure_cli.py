@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from onnxslice import large
 from onnxslice.files import sha256_of
 from onnxslice.graph import find_neuron_layers, load_model
+from onnxslice.measure.stats import count_params, latency
 from onnxslice.runtime import input_name, make_session
 from onnxslice.slicing.artifact import LayerSlice, Slice
-from onnxslice.stats import count_params, latency
 from onnxslice.surgery.mask import mask_model
 from onnxslice_cli import restructure_cmd
 from onnxslice_cli.main import cli

@@ -21,10 +21,11 @@ from click.testing import CliRunner
 from onnxslice.data import load_data
 from onnxslice.errors import InputError
 from onnxslice.graph import load_model
-from onnxslice.profile import METRICS, Profile, profile_model
+from onnxslice.measure.stats import count_params
+from onnxslice.profiling import METRICS, Profile, profile_model
+from onnxslice.profiling.similarity import SimilarityStatistics, similarity_statistics, smallest_prefix
 from onnxslice.slicing.artifact import LayerSlice, Slice
 from onnxslice.slicing.budget import DEFAULT_ROUND_TO
-from onnxslice.slicing.cka import SimilarityStatistics, similarity_statistics, smallest_prefix
 from onnxslice.slicing.groups import SelectionGroups
 from onnxslice.slicing.strategies import (
     STRATEGIES,
@@ -36,7 +37,6 @@ from onnxslice.slicing.strategies import (
     select,
 )
 from onnxslice.slicing.summary import parameter_fraction
-from onnxslice.stats import count_params
 from onnxslice.surgery.mask import mask_model
 from onnxslice.surgery.restructure import restructure
 from onnxslice_cli.main import cli

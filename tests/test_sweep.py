@@ -7,11 +7,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from onnxslice.compress.sweep import parse_values
+from onnxslice.compression.sweep import parse_values
 from onnxslice.data import load_data
 from onnxslice.errors import InputError
-from onnxslice.evaluate import accuracy
 from onnxslice.graph import load_model
+from onnxslice.measure.evaluate import accuracy
 from onnxslice.slicing.artifact import Slice
 from onnxslice.surgery.mask import mask_model
 from onnxslice_cli.main import cli

@@ -26,11 +26,11 @@ import torchvision
 from torch import nn
 
 from onnxslice.graph import find_neuron_layers, load_model
-from onnxslice.profile.artifact import Profile
+from onnxslice.measure.stats import count_macs, count_params
+from onnxslice.profiling.artifact import Profile
 from onnxslice.runtime import input_name, make_session
 from onnxslice.slicing.groups import SelectionGroups
 from onnxslice.slicing.strategies import make_strategy, select
-from onnxslice.stats import count_macs, count_params
 from onnxslice.surgery.mask import mask_model
 from onnxslice.surgery.restructure import restructure
 from onnxslice.surgery.verify import verify

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
-from onnxslice.compress.sweep import parse_values
+from onnxslice.compression.sweep import parse_values
 from onnxslice.data import DataSource
-from onnxslice.evaluate import accuracy
 from onnxslice.graph import load_model
-from onnxslice.profile import profile_model
+from onnxslice.measure.evaluate import accuracy
+from onnxslice.profiling import profile_model
 from onnxslice.slicing.artifact import Slice
 from onnxslice.slicing.strategies import make_strategy, select
 from onnxslice.slicing.summary import parameter_fraction

@@ -17,13 +17,13 @@ import numpy as np
 from common import HERE, MODELS, TEST, TRAIN, provenance, quiet_torch, table, write
 from matplotlib.figure import Figure
 
-from onnxslice.compress.deeparc import deeparc
-from onnxslice.compress.sweep import ALL_STRATEGIES, parse_values, plot_sweep, points_csv, sweep
+from onnxslice.compression.deeparc import deeparc
+from onnxslice.compression.sweep import ALL_STRATEGIES, parse_values, plot_sweep, points_csv, sweep
 from onnxslice.data import load_data
-from onnxslice.evaluate import accuracy
 from onnxslice.graph import load_model
-from onnxslice.profile import profile_model
-from onnxslice.stats import count_params
+from onnxslice.measure.evaluate import accuracy
+from onnxslice.measure.stats import count_params
+from onnxslice.profiling import profile_model
 
 THETAS = parse_values("0.90:0.99:0.01", "--thetas")
 RATIOS = parse_values("0.1:1.0:0.1", "--ratios")

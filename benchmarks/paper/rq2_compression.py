@@ -16,11 +16,11 @@ import argparse
 
 from common import HERE, METRIC, MODELS, TEST, TRAIN, choose_slice, provenance, quiet_torch, table, write
 
-from onnxslice.compress.loop import compress, prunable_weights
-from onnxslice.compress.methods import METHODS, make_method
+from onnxslice.compression.loop import compress, prunable_weights
+from onnxslice.compression.methods import METHODS, make_method
 from onnxslice.data import load_data
-from onnxslice.evaluate import accuracy
 from onnxslice.graph import load_model
+from onnxslice.measure.evaluate import accuracy
 
 LABELS = {"lamp": "LAMP", "global": "Glob", "uniform": "Unif", "erk": "ERK"}
 #: Table 4 of the paper, the two MLP settings: method -> (CR, NI, MA) for MLP-MNIST and MLP-FMNIST.

@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 
 from onnxslice.data import DataSource
-from onnxslice.evaluate import accuracy
 from onnxslice.graph import LayerScan
+from onnxslice.measure.evaluate import accuracy
 from onnxslice.runtime import Runner
 
 #: Probe samples on which the written model is checked against the trained PyTorch module.

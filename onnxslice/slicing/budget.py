@@ -14,7 +14,7 @@ import onnx
 
 from onnxslice.errors import InputError
 from onnxslice.graph import find_neuron_layers
-from onnxslice.profile.artifact import Profile
+from onnxslice.profiling.artifact import Profile
 from onnxslice.slicing.artifact import Slice
 from onnxslice.slicing.groups import SelectionGroups
 from onnxslice.slicing.strategies import Ranking, Strategy, choose, make_strategy, select, slice_from_ranking

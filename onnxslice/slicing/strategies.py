@@ -11,7 +11,7 @@ ratio, and the kept sets grow with v (what a size budget bisects on).
 - ``category`` (paper §3.1): the same per category, then the union over categories.
 - ``semantic`` (paper §3.3, Algorithm 1): per layer and category, neurons by decreasing contribution, the
   smallest prefix whose linear CKA with the whole layer exceeds Θ (exact prefix scan of
-  :mod:`onnxslice.slicing.cka`); a class is critical for a category when any member layer needs one of its
+  :mod:`onnxslice.profiling.similarity`); a class is critical for a category when any member layer needs one of its
   channels (the paper's union, over layers as over categories).
 
 A class's contribution is the mean over its member channels of each layer's contribution divided by that
@@ -35,9 +35,9 @@ from typing import ClassVar
 import numpy as np
 
 from onnxslice.errors import InputError
-from onnxslice.profile.artifact import REPRESENTATIONS, Profile
+from onnxslice.profiling.artifact import REPRESENTATIONS, Profile
+from onnxslice.profiling.similarity import live_neurons, prefix_cka
 from onnxslice.slicing.artifact import LayerSlice, Slice
-from onnxslice.slicing.cka import live_neurons, prefix_cka
 from onnxslice.slicing.groups import SelectionGroups
 
 DEFAULT_THETA = 0.95

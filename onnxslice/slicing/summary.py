@@ -15,9 +15,9 @@ import onnx
 
 from onnxslice.graph import NeuronLayer, constant_values, find_neuron_layers
 from onnxslice.large import copy_model
+from onnxslice.measure.stats import count_params, fixed_input_shape
 from onnxslice.runtime import make_session, run_session
 from onnxslice.slicing.artifact import Slice
-from onnxslice.stats import count_params, fixed_input_shape
 from onnxslice.surgery.mask import mask_model
 
 PROBE_SAMPLES = 4

@@ -21,7 +21,7 @@ import onnx
 
 from onnxslice.graph import NeuronLayer
 from onnxslice.large import FLOAT_TYPES
-from onnxslice.stats import count_params, macs_by_node
+from onnxslice.measure.stats import count_params, macs_by_node
 from onnxslice.surgery.groups import ChannelGroups, Track
 
 #: Element-wise ops whose constant operands restructure slices along the channel axis (its EDITS).

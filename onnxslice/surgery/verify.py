@@ -12,8 +12,8 @@ import onnxruntime as ort
 from onnxslice.data import DataSource
 from onnxslice.errors import first_line
 from onnxslice.large import check_model
+from onnxslice.measure.stats import fixed_input_shape
 from onnxslice.runtime import input_shape, make_session, run_session
-from onnxslice.stats import fixed_input_shape
 from onnxslice.surgery.mask import mask_model
 
 #: Allowed max |restructured - masked| relative to the largest |masked output| on the probe inputs.

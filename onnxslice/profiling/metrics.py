@@ -26,7 +26,7 @@ from onnxslice.errors import InputError
 from onnxslice.graph import NeuronLayer
 
 if TYPE_CHECKING:
-    from onnxslice.profile.gradients import GradientBatch
+    from onnxslice.profiling.gradients import GradientBatch
 
 
 @dataclass

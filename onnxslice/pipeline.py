@@ -14,24 +14,23 @@ epoch; accuracies are reported on ``eval_data`` (default: the validation data).
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 
 from onnxslice.data import DataSource
-from onnxslice.evaluate import accuracy
 from onnxslice.maintain.finetune import FinetuneOptions, FinetuneResult, finetune, split_holdout
-from onnxslice.profile.profiler import DEFAULT_MAX_PER_CLASS, profile_model
+from onnxslice.measure.evaluate import accuracy
+from onnxslice.measure.stats import DEFAULT_LATENCY_SECONDS, count_macs, count_params, latency
+from onnxslice.profiling.profiler import DEFAULT_MAX_PER_CLASS, profile_model
 from onnxslice.slicing.artifact import Slice
 from onnxslice.slicing.budget import DEFAULT_ROUND_TO, budget_kind, slice_to_budget
 from onnxslice.slicing.summary import neuron_fraction
-from onnxslice.stats import DEFAULT_LATENCY_SECONDS, count_macs, count_params, latency
 from onnxslice.surgery.restructure import restructure
 from onnxslice.surgery.verify import Verification, probe_samples, verify
 
-log = logging.getLogger("onnxslice.prune")
+log = logging.getLogger("onnxslice.pipeline")
 
 DEFAULT_STRATEGY = "global"
 DEFAULT_METRIC = "taylor"
@@ -113,7 +112,7 @@ def prune(model: onnx.ModelProto, data: DataSource, *, target_macs: float | None
     train, val = (data, val_data) if val_data is not None else split_holdout(data, options.val_fraction,
                                                                              options.seed)
     judged = eval_data or val or data
-    profile = _profile(model, model_path, train, metric, max_per_class, device, progress)
+    profile = profile_model(model_path, train, [metric], max_per_class, device, progress=progress, loaded=model)
     piece = slice_to_budget(model, profile, metric, strategy, round_to=round_to, **{f"target_{kind}": target})
     kept = piece.kept()
     pruned, report = restructure(model, kept)
@@ -129,16 +128,6 @@ def prune(model: onnx.ModelProto, data: DataSource, *, target_macs: float | None
              after[kind] / before[kind], before["accuracy"], after["accuracy"], accuracy_pruned)
     return PruneResult(tuned.model, piece, check, tuned, before, after, accuracy_pruned, judged.name, latency_batch,
                        report.to_json())
-
-
-def _profile(model: onnx.ModelProto, model_path: str | Path | None, data: DataSource, metric: str,
-             max_per_class: int, device: str, progress: bool):
-    if model_path is not None:
-        return profile_model(model_path, data, [metric], max_per_class, device, progress=progress, loaded=model)
-    with tempfile.TemporaryDirectory(prefix="onnxslice.") as folder:  # the profile records the file's hash
-        path = Path(folder) / "model.onnx"
-        onnx.save(model, str(path))
-        return profile_model(path, data, [metric], max_per_class, device, progress=progress, loaded=model)
 
 
 def _latencies(original: onnx.ModelProto, pruned: onnx.ModelProto, batch: int, seconds: float,

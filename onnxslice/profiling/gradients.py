@@ -15,8 +15,8 @@ import onnx
 import torch
 
 from onnxslice.graph import NeuronLayer
+from onnxslice.profiling.similarity import as_samples_neurons_positions
 from onnxslice.runtime import scores_output
-from onnxslice.slicing.cka import as_samples_neurons_positions
 from onnxslice.torch_bridge import to_torch
 
 

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from hashlib import sha256
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +32,10 @@ from onnxslice.errors import InputError
 from onnxslice.files import sha256_of
 from onnxslice.graph import NeuronLayer, find_neuron_layers, load_model
 from onnxslice.large import copy_model
-from onnxslice.profile.artifact import Profile
-from onnxslice.profile.metrics import LayerBatch, Metric, metrics_by_name
+from onnxslice.profiling.artifact import Profile
+from onnxslice.profiling.metrics import LayerBatch, Metric, metrics_by_name
+from onnxslice.profiling.similarity import SimilarityStatistics, as_samples_neurons_positions, similarity_statistics
 from onnxslice.runtime import ReusedOutputs, Runner, scores_output
-from onnxslice.slicing.cka import SimilarityStatistics, as_samples_neurons_positions, similarity_statistics
 
 #: Samples per category for the CKA statistics: H costs about C·n²·S multiply-adds per layer and category.
 DEFAULT_MAX_PER_CLASS = 128
@@ -131,7 +132,7 @@ def cka_samples(labels: np.ndarray, categories: Sequence[int], cap: int) -> tupl
 
 
 def profile_model(
-    model_path: str | Path,
+    model_path: str | Path | None,
     data: DataSource,
     metrics: Iterable[str] = DEFAULT_METRICS,
     max_per_class: int = DEFAULT_MAX_PER_CLASS,
@@ -143,14 +144,16 @@ def profile_model(
     """Contributions (per metric) and CKA statistics (both forms, of whole maps and of spatial means) of every
     hidden neuron layer,
     per category of ``data`` and over all of it. ``loaded``: the canonical model of ``model_path`` when the
-    caller has already loaded it (it is not loaded twice)."""
+    caller has already loaded it (it is not loaded twice), or a model made in memory (``model_path`` None: the
+    profile records the hash of the file it would be saved as)."""
     chosen = metrics_by_name(metrics)
     if max_per_class < 1:
         raise InputError(f"--max-per-class must be at least 1, got {max_per_class}")
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
     model = loaded if loaded is not None else load_model(model_path)
-    model_sha256 = sha256_of(model_path)
+    model_sha256 = sha256_of(model_path) if model_path is not None else sha256(model.SerializeToString()).hexdigest()
+    model_path = model_path or "the model"
     scores_output(model)  # a model without class scores fails here, before any layer is looked at
     layers = find_neuron_layers(model).hidden
     if not layers:
@@ -160,7 +163,7 @@ def profile_model(
     data = runner.prepare(data)
     gradients = None
     if any(m.needs_gradients for m in chosen):
-        from onnxslice.profile.gradients import GradientPass  # PyTorch: imported only when a metric needs it
+        from onnxslice.profiling.gradients import GradientPass  # PyTorch: imported only when a metric needs it
 
         gradients = GradientPass(model, layers, device)
     categories = data.classes

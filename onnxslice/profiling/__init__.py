@@ -1,7 +1,7 @@
 """Measuring neurons on data: activations through onnxruntime, contribution metrics, CKA statistics."""
 
-from onnxslice.profile.artifact import Profile
-from onnxslice.profile.metrics import METRICS, Metric
-from onnxslice.profile.profiler import profile_model
+from onnxslice.profiling.artifact import Profile
+from onnxslice.profiling.metrics import METRICS, Metric
+from onnxslice.profiling.profiler import profile_model
 
 __all__ = ["METRICS", "Metric", "Profile", "profile_model"]

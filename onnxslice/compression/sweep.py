@@ -5,7 +5,7 @@ The model is profiled once for all metrics; every strategy then slices at every 
 The compression of a point is the fraction of the model's parameters that restructuring the slice removes
 (:mod:`onnxslice.surgery.cost`; slices decide on channel groups, see :mod:`onnxslice.slicing.groups`).
 DeepArc (layer removal, see
-:mod:`onnxslice.compress.deeparc`) adds one point per threshold.
+:mod:`onnxslice.compression.deeparc`) adds one point per threshold.
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ import onnx
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from onnxslice.compress.deeparc import deeparc
+from onnxslice.compression.deeparc import deeparc
 from onnxslice.data import DataSource
 from onnxslice.errors import InputError, one_line
-from onnxslice.evaluate import accuracy
-from onnxslice.profile.artifact import Profile
+from onnxslice.measure.evaluate import accuracy
+from onnxslice.measure.stats import count_params
+from onnxslice.profiling.artifact import Profile
 from onnxslice.slicing.budget import DEFAULT_ROUND_TO, slice_to_budget
 from onnxslice.slicing.groups import SelectionGroups
 from onnxslice.slicing.strategies import make_strategy, select
 from onnxslice.slicing.summary import neuron_fraction
-from onnxslice.stats import count_params
 from onnxslice.surgery.mask import mask_model
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ import onnx
 
 from onnxslice.data import DataSource
 from onnxslice.errors import InputError
+from onnxslice.measure.stats import count_macs, count_params, measure_latency
 from onnxslice.runtime import Runner
-from onnxslice.stats import count_macs, count_params, measure_latency
 
 
 def accuracy(model: onnx.ModelProto, data: DataSource, device: str = "auto", batch_size: int = 256) -> dict:

@@ -2,7 +2,7 @@
 
 Per hidden neuron layer: contributions per metric and category (plus one row over the whole data set,
 for global slicing), and the CKA statistics H per category, centred and uncentred, stored as
-:class:`~onnxslice.slicing.cka.SimilarityStatistics` (float32 C × C centred H, its rank-(n+1) uncentred
+:class:`~onnxslice.profiling.similarity.SimilarityStatistics` (float32 C × C centred H, its rank-(n+1) uncentred
 correction and a float64 scale), in both representations of a neuron with positions (a conv channel):
 ``map``, its whole feature map, and ``mean``, its spatial mean (a scalar per sample, as the paper's metrics
 and NPC / DeepXplore treat a neuron). For a layer without positions the two are the same, stored once.
@@ -19,7 +19,7 @@ import numpy as np
 
 from onnxslice.errors import InputError, one_line
 from onnxslice.files import write_atomically
-from onnxslice.slicing.cka import SimilarityStatistics
+from onnxslice.profiling.similarity import SimilarityStatistics
 
 FORMAT = "onnxslice.profile/3"
 REPRESENTATIONS = ("mean", "map")

@@ -21,7 +21,7 @@ import onnx_graphsurgeon as gs
 
 from onnxslice.data import DataSource
 from onnxslice.graph import NeuronLayer, consumers_of, export_graph, find_neuron_layers
-from onnxslice.profile.profiler import with_observed_outputs
+from onnxslice.profiling.profiler import with_observed_outputs
 from onnxslice.runtime import Runner
 
 DEFAULT_THRESHOLD = 0.99

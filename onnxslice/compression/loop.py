@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from onnxslice.compress.methods import Prunable, PruningMethod, SparsityUnreachable
+from onnxslice.compression.methods import Prunable, PruningMethod, SparsityUnreachable
 from onnxslice.data import DataSource
 from onnxslice.errors import InputError
-from onnxslice.evaluate import accuracy
 from onnxslice.graph import constant_values, find_neuron_layers
 from onnxslice.large import copy_model
-from onnxslice.stats import FLOAT_TYPES, count_params
+from onnxslice.measure.evaluate import accuracy
+from onnxslice.measure.stats import FLOAT_TYPES, count_params
 from onnxslice.surgery.restructure import restructure
 from onnxslice.surgery.verify import verify
 

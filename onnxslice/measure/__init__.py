@@ -1,0 +1,1 @@
+"""Measuring a model: accuracy on data, parameters, MACs and onnxruntime latency."""
