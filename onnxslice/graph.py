@@ -48,6 +48,8 @@ class NeuronLayer:
     tail: tuple[str, ...]  #: names of the tail nodes, in order
     is_output: bool  #: no neuron layer downstream: its neurons are the categories themselves
     display: str = ""  #: the source module's path when the exporter recorded it (see :func:`display_name`)
+    #: axis of the samples in ``output``: 0 unless a probe found it elsewhere (see :mod:`onnxslice.profile.batch`)
+    batch_axis: int = 0
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,9 @@ from onnxslice.files import sha256_of
 from onnxslice.graph import NeuronLayer, find_neuron_layers, load_model
 from onnxslice.large import copy_model
 from onnxslice.profile.artifact import Profile
+from onnxslice.profile.batch import find_batch_axes
 from onnxslice.profile.metrics import LayerBatch, Metric, metrics_by_name
-from onnxslice.runtime import ReusedOutputs, Runner, scores_output
+from onnxslice.runtime import ReusedOutputs, Runner, scores_output, static_batch
 from onnxslice.slicing.cka import SimilarityStatistics, as_samples_neurons_positions, similarity_statistics
 
 #: Samples per category for the CKA statistics: H costs about C·n²·S multiply-adds per layer and category.
@@ -67,7 +68,7 @@ def with_observed_outputs(model: onnx.ModelProto, layers: Sequence[NeuronLayer])
 
 def with_spatial_means(model: onnx.ModelProto, layers: Sequence[NeuronLayer]) -> tuple[onnx.ModelProto, list[str]]:
     """A copy of ``model`` whose graph also outputs each layer's spatial means, and their names: the observed
-    activation averaged over every axis but the samples' and the neurons' (kept, of size 1).
+    activation averaged over every axis but the samples' (``layer.batch_axis``) and the neurons' (kept, of size 1).
 
     Conv channels first: GlobalAveragePool; other layouts: ReduceMean; an activation without positions, or one
     whose rank shape inference left unknown, is output whole.
@@ -81,9 +82,9 @@ def with_spatial_means(model: onnx.ModelProto, layers: Sequence[NeuronLayer]) ->
     for layer in layers:
         tensor = tensors.get(layer.output)
         rank = len(tensor.shape.dim) if tensor is not None and tensor.HasField("shape") else 2
-        axes = [axis for axis in range(1, rank) if axis != layer.channel_axis % rank]
+        axes = [axis for axis in range(rank) if axis not in (layer.channel_axis % rank, layer.batch_axis % rank)]
         name = f"{layer.output}/onnxslice_spatial_mean" if axes else layer.output
-        if axes and layer.channel_axis == 1:
+        if axes and layer.channel_axis == 1 and layer.batch_axis == 0:
             graph.node.append(onnx.helper.make_node("GlobalAveragePool", [layer.output], [name]))
         elif axes and opset >= 18:  # ReduceMean takes its axes as an input from opset 18 on
             graph.initializer.append(onnx.numpy_helper.from_array(np.array(axes, np.int64), f"{name}/axes"))
@@ -158,6 +159,15 @@ def profile_model(
                          "to profile")
     runner = Runner.create(with_observed_outputs(model, layers), device)
     data = runner.prepare(data)
+    if len(data):  # where each layer's samples lie, found once (an empty data set fails below, with its reason)
+        found = find_batch_axes(layers, lambda x, names: runner.run(x, outputs=names), data.samples(np.arange(1)),
+                                static_batch(runner.session))
+        layers, excluded = found.layers, found.excluded
+        if not layers:
+            raise InputError(f"{model_path}: no hidden neuron layer can be profiled: "
+                             + "; ".join(f"{name}: {reason}" for name, reason in excluded.items()))
+    else:
+        excluded = {}
     gradients = None
     if any(m.needs_gradients for m in chosen):
         from onnxslice.profile.gradients import GradientPass  # PyTorch: imported only when a metric needs it
@@ -190,7 +200,7 @@ def profile_model(
                         whole[offset:offset + len(x)] = out
                 bar.update(len(x))
             labels = data.labels[samples]
-            activations = [as_samples_neurons_positions(out, layer.channel_axis)
+            activations = [as_samples_neurons_positions(out, layer.channel_axis, layer.batch_axis)
                            for layer, out in zip(layers, outputs, strict=True)]
             torch_batch = gradients.batch(x, labels) if gradients else None  # x: the block's one batch
             averages.add(np.searchsorted(category_values, labels),
@@ -230,7 +240,7 @@ def profile_model(
         layer_sizes={layer.name: layer.size for layer in layers},
         samples={c: int(n) for c, n in zip(categories, averages.counts, strict=True)},
         contributions=contributions, similarity=similarity, max_per_class=max_per_class,
-        mean_similarity=mean_similarity,
+        mean_similarity=mean_similarity, excluded=excluded,
     )
     problem = profile.problem()
     if problem:  # e.g. activations that overflow: a slice from them would be silently wrong
