@@ -236,8 +236,10 @@ def _mlp_removed(original: Path, pruned: Path) -> float:
 
 def _check_pipeline(vit: dict[str, Path], kind: str, folder: Path) -> None:
     result = _pipeline(vit[kind], vit["data"], folder)
-    assert len(result["profile"]["kept_whole"]) == 2  # the out-projections: samples merged with the tokens
+    kept_whole = {item["name"] for item in result["profile"]["kept_whole"]}
+    assert len(kept_whole) == 2  # the out-projections: samples merged with the tokens
     for metric in ("avg", "taylor"):
+        assert set(result[metric]["slice"]["kept_whole"]) == kept_whole
         report = result[metric]["restructure"]
         removed = _mlp_removed(vit[kind], folder / f"{metric}.onnx")
         print(f"{kind} {metric}: MLP neurons removed {removed:.0%}, max |pruned - masked| {report['max_abs_diff']:.2g},"
