@@ -152,7 +152,7 @@ def vit(tmp_path_factory) -> dict[str, Path]:
 def _torch_taylor(x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
     """Taylor contributions on the PyTorch original, |Σ_tokens a · ∂logit_y/∂a| averaged over samples, of block 0's
     attention in-projection (sequence-first (17, N, 192), captured where multi-head attention calls ``linear``
-    with its in-projection weight) and of its MLP hidden layer (mlp.0, before GELU, (N, 17, 128))."""
+    with its in-projection weight) and of its MLP hidden layer (after its GELU, mlp.1, (N, 17, 128))."""
     net = _vit()
     block = net.encoder.layers[0]
     captured: dict[str, torch.Tensor] = {}
@@ -164,7 +164,7 @@ def _torch_taylor(x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
             captured["in_proj"] = out
         return out
 
-    handle = block.mlp[0].register_forward_hook(lambda _m, _i, out: captured.__setitem__("mlp", out))
+    handle = block.mlp[1].register_forward_hook(lambda _m, _i, out: captured.__setitem__("mlp", out))
     torch.nn.functional.linear = linear
     try:
         with torch.enable_grad():
@@ -180,12 +180,14 @@ def _torch_taylor(x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def test_taylor_of_the_sequence_first_attention_projection_equals_the_pytorch_original(vit):
-    """Oracle: the PyTorch ViT (autograd through its own attention); legacy export, where mlp.0 is observed before
-    the GELU that opset 17 writes as Erf."""
+    """Oracle: the PyTorch ViT (autograd through its own attention); legacy export, whose opset 17 writes GELU out
+    (Div, Erf, Add, Mul, Mul): mlp.0 is observed after it, as the dynamo export's Gelu op."""
     data = np.load(vit["data"])
     x, y = data["x"][:20], data["y"][:20]
     result = profile_model(vit["legacy"], DataSource.from_arrays("d", x, y), ["taylor"], 4, "cpu", progress=False)
     block = "/encoder/layers/encoder_layer_0"
+    layers = find_neuron_layers(load_model(vit["legacy"])).by_name()
+    assert layers[f"{block}/mlp/mlp.0/MatMul"].output == f"{block}/mlp/mlp.1/Mul_1_output_0"
     want = _torch_taylor(x, y)
     np.testing.assert_allclose(result.contribution("taylor", f"{block}/self_attention/MatMul"), want["in_proj"],
                                rtol=1e-3, atol=1e-6)
