@@ -93,18 +93,29 @@ def test_samples_on_axis_1_are_moved_first():
     np.testing.assert_array_equal(as_samples_neurons_positions(nhwc, 3), np.moveaxis(nhwc, 3, 1).reshape(2, 4, 15))
 
 
-def test_profile_of_a_sequence_first_layer_equals_numpy_and_skips_the_merged_one(tmp_path):
-    """Oracle: numpy — the average over samples and tokens of relu(x @ W1 + b1) per neuron; the merged layer is
-    not in the profile and its reason is."""
+@pytest.mark.parametrize("means_session", [False, True], ids=["whole-activations", "spatial-means-session"])
+def test_profile_of_a_sequence_first_layer_equals_numpy_and_skips_the_merged_one(tmp_path, monkeypatch,
+                                                                                 means_session):
+    """Oracle: numpy — the average over samples and tokens of relu(x @ W1 + b1) per neuron, read whole or through
+    the session that outputs only means (averaged over the tokens, not the samples); the merged layer is not in the
+    profile and its reason is."""
+    from onnxslice.profile import profiler
+
+    made = []
+    if means_session:
+        monkeypatch.setattr(profiler, "MEANS_SESSION_BATCHES", 1)
+        spatial_means = profiler.with_spatial_means
+        monkeypatch.setattr(profiler, "with_spatial_means", lambda *a: made.append(1) or spatial_means(*a))
     model = _sequence_first_graph()
     path = tmp_path / "seq.onnx"
     onnx.save(model, path)
     rng = np.random.default_rng(1)
-    x = rng.normal(size=(40, TOKENS, FEATURES)).astype(np.float32)
-    y = np.repeat(np.arange(CLASSES), 4)
+    x = rng.normal(size=(80, TOKENS, FEATURES)).astype(np.float32)
+    y = np.repeat(np.arange(CLASSES), 8)  # 4 per class for CKA, the other 40 in 3 batches
     result = profile_model(path, DataSource.from_arrays("seq", x, y), ["avg", "var"], 4, "cpu", batch_size=16,
                            progress=False)
     assert result.layers == ["first"] and "merged with another axis" in result.excluded["merged"]
+    assert len(made) == int(means_session)
     consts = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     hidden = np.maximum(x @ consts["w1"] + consts["b1"], 0)  # (N, T, 6)
     np.testing.assert_allclose(result.contribution("avg", "first"), hidden.mean(axis=(0, 1)), rtol=1e-5)

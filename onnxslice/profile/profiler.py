@@ -195,9 +195,11 @@ def profile_model(
                     outputs = read(x)
                 else:
                     read_now = read(x)
-                    outputs = outputs or [np.empty((len(samples), *out.shape[1:]), out.dtype) for out in read_now]
-                    for whole, out in zip(outputs, read_now, strict=True):
-                        whole[offset:offset + len(x)] = out
+                    outputs = outputs or [np.empty(_resized(out.shape, layer.batch_axis, len(samples)), out.dtype)
+                                          for layer, out in zip(layers, read_now, strict=True)]
+                    for layer, whole, out in zip(layers, outputs, read_now, strict=True):  # along the batch axis
+                        np.moveaxis(whole, layer.batch_axis, 0)[offset:offset + len(x)] = \
+                            np.moveaxis(out, layer.batch_axis, 0)
                 bar.update(len(x))
             labels = data.labels[samples]
             activations = [as_samples_neurons_positions(out, layer.channel_axis, layer.batch_axis)
@@ -246,6 +248,11 @@ def profile_model(
     if problem:  # e.g. activations that overflow: a slice from them would be silently wrong
         raise InputError(f"{model_path} on {data.name}: the profile's {problem}")
     return profile
+
+
+def _resized(shape: tuple[int, ...], axis: int, size: int) -> tuple[int, ...]:
+    """``shape`` with ``size`` entries along ``axis``."""
+    return tuple(size if a == axis % len(shape) else d for a, d in enumerate(shape))
 
 
 def _usable_cores() -> int:
