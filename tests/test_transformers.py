@@ -247,8 +247,14 @@ def _mlp_removed(original: Path, pruned: Path) -> float:
     return 1 - hidden(pruned) / hidden(original)
 
 
+#: kind -> metric -> the kept MLP hidden neurons of each block, by module path (filled by the pipeline tests)
+KEPT_MLP: dict[str, dict[str, dict[str, list[int]]]] = {}
+
+
 def _check_pipeline(vit: dict[str, Path], kind: str, folder: Path) -> None:
     result = _pipeline(vit[kind], vit["data"], folder)
+    KEPT_MLP[kind] = {metric: {layer["display"]: layer["kept"] for layer in result[metric]["slice"]["layers"].values()
+                               if (layer.get("display") or "").endswith(".mlp.0")} for metric in ("avg", "taylor")}
     kept_whole = {item["name"] for item in result["profile"]["kept_whole"]}
     assert len(kept_whole) == 2  # the out-projections: samples merged with the tokens
     for metric in ("avg", "taylor"):
@@ -272,5 +278,9 @@ def test_the_legacy_vit_goes_through_profile_slice_restructure_and_evaluate(vit,
 
 @pytest.mark.slow
 def test_the_dynamo_vit_goes_through_profile_slice_restructure_and_evaluate(vit, tmp_path):
-    """The same for the dynamo export (default opset, GELU as one op)."""
+    """The same for the dynamo export (default opset, GELU as one op); and where the legacy export ran first,
+    the legacy export of the same module as the oracle: both slices keep the same MLP hidden neurons."""
     _check_pipeline(vit, "dynamo", tmp_path)
+    if "legacy" in KEPT_MLP:
+        assert KEPT_MLP["dynamo"] == KEPT_MLP["legacy"]
+        assert all(len(kept) == 2 for kept in KEPT_MLP["legacy"].values())
