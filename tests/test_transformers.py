@@ -284,3 +284,16 @@ def test_the_dynamo_vit_goes_through_profile_slice_restructure_and_evaluate(vit,
     if "legacy" in KEPT_MLP:
         assert KEPT_MLP["dynamo"] == KEPT_MLP["legacy"]
         assert all(len(kept) == 2 for kept in KEPT_MLP["legacy"].values())
+
+
+def test_deeplift_does_not_read_a_sequence_first_layer_and_says_why(tmp_path):
+    """Oracle: the graph's construction — captum's DeepLIFT splits inputs and baselines along axis 0, so the layer
+    whose samples lie on axis 1 is not profiled with it; with no layer left, the error names both reasons."""
+    from onnxslice.errors import InputError
+
+    path = tmp_path / "seq.onnx"
+    onnx.save(_sequence_first_graph(), path)
+    x = np.random.default_rng(2).normal(size=(20, TOKENS, FEATURES)).astype(np.float32)
+    data = DataSource.from_arrays("seq", x, np.repeat(np.arange(CLASSES), 2))
+    with pytest.raises(InputError, match="first: its samples lie on axis 1 and deeplift reads them on axis 0 only"):
+        profile_model(path, data, ["deeplift"], 2, "cpu", progress=False)

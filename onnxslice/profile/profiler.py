@@ -163,6 +163,12 @@ def profile_model(
         found = find_batch_axes(layers, lambda x, names: runner.run(x, outputs=names), data.samples(np.arange(1)),
                                 static_batch(runner.session))
         layers, excluded = found.layers, found.excluded
+        strict = [m.name for m in chosen if m.needs_batch_first]
+        for layer in layers if strict else []:
+            if layer.batch_axis != 0:
+                excluded[layer.name] = (f"its samples lie on axis {layer.batch_axis} and {', '.join(strict)} reads "
+                                        "them on axis 0 only; profile without it to measure this layer")
+        layers = [layer for layer in layers if layer.name not in excluded]
         if not layers:
             raise InputError(f"{model_path}: no hidden neuron layer can be profiled: "
                              + "; ".join(f"{name}: {reason}" for name, reason in excluded.items()))
