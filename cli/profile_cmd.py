@@ -64,6 +64,7 @@ def profile(model: str, list_layers: bool, data_spec: str | None, metrics: tuple
         "metrics": result.metrics, "categories": result.categories, "samples": sum(result.samples.values()),
         "max_per_class": result.max_per_class,
         "layers": [{"name": name, "size": size} for name, size in result.layer_sizes.items()],
+        "kept_whole": [{"name": name, "reason": reason} for name, reason in result.excluded.items()],
     }
     emit(summary, as_json, format_summary)
 
@@ -105,4 +106,5 @@ def format_summary(result: dict) -> str:
         f"metrics     {', '.join(result['metrics'])}",
         f"layers      {len(result['layers'])} hidden layers, {neurons} neurons",
         f"CKA         up to {result['max_per_class']} samples per category",
+        *[f"kept whole  {item['name']} (not profiled): {item['reason']}" for item in result.get("kept_whole", [])],
     ])

@@ -101,7 +101,8 @@ def slice(model: str, data_spec: str | None, profile_path: str | None, metric: s
                "ratio": result.ratio, "step": result.step, "centered": result.centered,
                "representation": result.representation, "round_to": round_to,
                "target": result.target, "neuron_fraction": neuron_fraction(result), **(result.restructured or {}),
-               "layers": layer_table(result)}
+               "layers": layer_table(result),
+               "kept_whole": [{"name": name, "reason": reason} for name, reason in result.kept_whole.items()]}
     emit(summary, as_json, format_summary)
 
 
@@ -111,6 +112,8 @@ def format_summary(summary: dict) -> str:
                          if summary.get(k) is not None)
     return "\n".join([f"wrote {summary['output']} ({summary['strategy']}, {summary['metric']}, {settings})",
                       format_layers(summary["layers"]),
+                      *[f"kept whole  {item['name']} (not profiled): {item['reason']}"
+                        for item in summary.get("kept_whole", [])],
                       f"neurons kept: {summary['neuron_fraction']:.1%}", format_restructured(summary)])
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import logging
+import math
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
@@ -48,6 +49,8 @@ class NeuronLayer:
     tail: tuple[str, ...]  #: names of the tail nodes, in order
     is_output: bool  #: no neuron layer downstream: its neurons are the categories themselves
     display: str = ""  #: the source module's path when the exporter recorded it (see :func:`display_name`)
+    #: axis of the samples in ``output``: 0 unless a probe found it elsewhere (see :mod:`onnxslice.profiling.batch`)
+    batch_axis: int = 0
 
 
 @dataclass(frozen=True)
@@ -324,7 +327,14 @@ def _follow_tail(
     """
     steps: list[tuple[str, str, int, bool]] = []  # (node, output, axis, is_transpose)
     output = node.output[0]
-    while output not in graph_outputs and len(users.get(output, [])) == 1:
+    while output not in graph_outputs and users.get(output):
+        gelu = _erf_gelu(output, users, constants)
+        if gelu is not None:  # GELU written out (the legacy exporter's opset <= 19): one activation
+            steps += [(name, out, axis, False) for name, out in gelu]
+            output = gelu[-1][1]
+            continue
+        if len(users[output]) != 1:
+            break
         nxt = users[output][0]
         if nxt.input[0] != output and nxt.op_type not in ("Add", "Mul"):
             break
@@ -350,6 +360,37 @@ def _follow_tail(
     if not steps:
         return [], node.output[0], 1 if node.op_type == "Conv" else -1
     return [name for name, *_ in steps], steps[-1][1], steps[-1][2]
+
+
+def _erf_gelu(tensor: str, users: dict[str, list[onnx.NodeProto]], constants: dict[str, np.ndarray]
+              ) -> list[tuple[str, str]] | None:
+    """The nodes and outputs of GELU written out as PyTorch's legacy exporter writes it,
+    ``(x * (erf(x / √2) + 1)) * 0.5`` (Div, Erf, Add, Mul, Mul), where ``tensor`` is x and read by nothing else;
+    else None."""
+    def const(node: onnx.NodeProto, other_than: str, value: float) -> bool:
+        others = [name for name in node.input if name != other_than]
+        return len(others) == 1 and others[0] in constants and constants[others[0]].size == 1 and \
+            bool(np.isclose(float(constants[others[0]].reshape(())), value, rtol=1e-3))
+
+    def only_user(name: str, op: str) -> onnx.NodeProto | None:
+        found = users.get(name, [])
+        return found[0] if len(found) == 1 and found[0].op_type == op else None
+
+    readers = users.get(tensor, [])
+    div = next((n for n in readers if n.op_type == "Div" and n.input[0] == tensor), None)
+    if len(readers) != 2 or div is None or not const(div, tensor, math.sqrt(2)):
+        return None
+    erf = only_user(div.output[0], "Erf")
+    add = erf and only_user(erf.output[0], "Add")
+    if add is None or not const(add, erf.output[0], 1.0):
+        return None
+    mul = only_user(add.output[0], "Mul")
+    if mul is None or sorted(mul.input) != sorted([tensor, add.output[0]]) or mul not in readers:
+        return None
+    half = only_user(mul.output[0], "Mul")
+    if half is None or not const(half, mul.output[0], 0.5):
+        return None
+    return [(n.name, n.output[0]) for n in (div, erf, add, mul, half)]
 
 
 def _reaches_layer(tensor: str, users: dict[str, list[onnx.NodeProto]], layer_nodes: set[str]) -> bool:

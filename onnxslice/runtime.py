@@ -18,6 +18,9 @@ from onnxslice.errors import InputError, first_line
 from onnxslice.large import through_file
 
 DEVICES = ("auto", "cpu", "cuda")
+# graph optimisers log through the default logger, not the session's: e.g. a warning per Unsqueeze of a transformer's
+# attention that they cannot remove, dozens of lines on stderr per session; errors are still shown
+ort.set_default_logger_severity(3)
 #: onnxruntime's names of the input types a model may take -> numpy's.
 _NUMPY_TYPES = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16),
                 "tensor(double)": np.dtype(np.float64)}

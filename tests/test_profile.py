@@ -352,6 +352,8 @@ def test_after_the_cka_samples_only_spatial_means_are_computed(monkeypatch, enou
     profile = profile_model(CNN, data, ["avg", "var", "ens"], max_per_class=10, batch_size=7, progress=False)
     whole, means = [layer.output for layer in layers], with_spatial_means(model, layers)[1]
     rest = [means if enough else whole] * rest_batches
+    assert [(outputs, n) for outputs, n, _ in runs[:2]] == [(whole, 2), (whole, 3)]  # the batch-axis probes
+    del runs[:2]
     assert [outputs for outputs, _, _ in runs] == [whole] * 6 + rest  # the CKA samples in batches of 7 and 3
     assert sum(n for _, n, _ in runs[:6]) == 30 and sum(n for _, n, _ in runs[6:]) == len(data) - 30
     assert runs[-1][2] == (set(means) if enough else set(whole)) | {out.name for out in model.graph.output}

@@ -40,6 +40,8 @@ class Profile:
     max_per_class: int | None = None
     #: layer with positions -> the CKA statistics of its spatial means per category (others: ``similarity``)
     mean_similarity: dict[str, list[SimilarityStatistics]] = field(default_factory=dict)
+    #: neuron layers not profiled -> why (e.g. samples merged with tokens): a slice keeps them whole
+    excluded: dict[str, str] = field(default_factory=dict)
 
     @property
     def layers(self) -> list[str]:
@@ -71,6 +73,7 @@ class Profile:
             "format": FORMAT, "model_sha256": self.model_sha256, "data": self.data, "metrics": self.metrics,
             "categories": self.categories, "layers": list(self.layer_sizes.items()),
             "samples": [[c, n] for c, n in self.samples.items()], "max_per_class": self.max_per_class,
+            "excluded": [[name, reason] for name, reason in self.excluded.items()],
         }
         arrays = {"meta": np.array(json.dumps(meta))}
         for index, layer in enumerate(self.layer_sizes):
@@ -114,7 +117,8 @@ class Profile:
             profile = cls(str(meta["model_sha256"]), str(meta["data"]), list(meta["metrics"]),
                           [int(c) for c in meta["categories"]], layer_sizes,
                           {int(c): int(n) for c, n in meta["samples"]}, contributions, similarity,
-                          meta.get("max_per_class"), mean_similarity)
+                          meta.get("max_per_class"), mean_similarity,
+                          {str(name): str(reason) for name, reason in meta.get("excluded", [])})
         except InputError:
             raise
         except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile,

@@ -69,8 +69,9 @@ class GradientBatch:
         return self.owner.modules[layer.name]
 
     def as_numpy(self, tensor: torch.Tensor, layer: NeuronLayer) -> np.ndarray:
-        """A per-layer tensor (n, ...) as float32 (n, C, S), like the onnxruntime activations."""
-        return as_samples_neurons_positions(tensor.detach().cpu().numpy(), layer.channel_axis)
+        """A per-layer tensor (its samples on ``layer.batch_axis``) as float32 (n, C, S), like the onnxruntime
+        activations."""
+        return as_samples_neurons_positions(tensor.detach().cpu().numpy(), layer.channel_axis, layer.batch_axis)
 
     def activation_and_gradient(self, layer: NeuronLayer) -> tuple[np.ndarray, np.ndarray]:
         """The layer's activation and the gradient of each sample's target score with respect to it, (n, C, S)."""

@@ -66,6 +66,8 @@ class Metric(ABC):
     #: each neuron's spatial mean (or only gradients) says False: once the CKA samples are taken, the profiler
     #: then reads just the spatial means from onnxruntime, and ``batch.activation`` holds them as one position.
     reads_positions: ClassVar[bool] = True
+    #: Whether it can read only layers whose samples lie on axis 0 (others are then not profiled, with the reason).
+    needs_batch_first: ClassVar[bool] = False
 
     @abstractmethod
     def sample_values(self, batch: LayerBatch) -> dict[str, np.ndarray]:
@@ -173,6 +175,7 @@ class DeepLift(Metric):
     name = "deeplift"
     reads_positions = False
     needs_gradients = True
+    needs_batch_first = True  # captum runs inputs and baselines as one batch, split again along axis 0 of the layer
 
     def sample_values(self, batch: LayerBatch) -> dict[str, np.ndarray]:
         from captum.attr import LayerDeepLift

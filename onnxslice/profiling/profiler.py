@@ -33,9 +33,10 @@ from onnxslice.files import sha256_of
 from onnxslice.graph import NeuronLayer, find_neuron_layers, load_model
 from onnxslice.large import copy_model
 from onnxslice.profiling.artifact import Profile
+from onnxslice.profiling.batch import find_batch_axes
 from onnxslice.profiling.metrics import LayerBatch, Metric, metrics_by_name
 from onnxslice.profiling.similarity import SimilarityStatistics, as_samples_neurons_positions, similarity_statistics
-from onnxslice.runtime import ReusedOutputs, Runner, scores_output
+from onnxslice.runtime import ReusedOutputs, Runner, scores_output, static_batch
 
 #: Samples per category for the CKA statistics: H costs about C·n²·S multiply-adds per layer and category.
 DEFAULT_MAX_PER_CLASS = 128
@@ -68,7 +69,7 @@ def with_observed_outputs(model: onnx.ModelProto, layers: Sequence[NeuronLayer])
 
 def with_spatial_means(model: onnx.ModelProto, layers: Sequence[NeuronLayer]) -> tuple[onnx.ModelProto, list[str]]:
     """A copy of ``model`` whose graph also outputs each layer's spatial means, and their names: the observed
-    activation averaged over every axis but the samples' and the neurons' (kept, of size 1).
+    activation averaged over every axis but the samples' (``layer.batch_axis``) and the neurons' (kept, of size 1).
 
     Conv channels first: GlobalAveragePool; other layouts: ReduceMean; an activation without positions, or one
     whose rank shape inference left unknown, is output whole.
@@ -82,9 +83,9 @@ def with_spatial_means(model: onnx.ModelProto, layers: Sequence[NeuronLayer]) ->
     for layer in layers:
         tensor = tensors.get(layer.output)
         rank = len(tensor.shape.dim) if tensor is not None and tensor.HasField("shape") else 2
-        axes = [axis for axis in range(1, rank) if axis != layer.channel_axis % rank]
+        axes = [axis for axis in range(rank) if axis not in (layer.channel_axis % rank, layer.batch_axis % rank)]
         name = f"{layer.output}/onnxslice_spatial_mean" if axes else layer.output
-        if axes and layer.channel_axis == 1:
+        if axes and layer.channel_axis == 1 and layer.batch_axis == 0:
             graph.node.append(onnx.helper.make_node("GlobalAveragePool", [layer.output], [name]))
         elif axes and opset >= 18:  # ReduceMean takes its axes as an input from opset 18 on
             graph.initializer.append(onnx.numpy_helper.from_array(np.array(axes, np.int64), f"{name}/axes"))
@@ -161,6 +162,21 @@ def profile_model(
                          "to profile")
     runner = Runner.create(with_observed_outputs(model, layers), device)
     data = runner.prepare(data)
+    if len(data):  # where each layer's samples lie, found once (an empty data set fails below, with its reason)
+        found = find_batch_axes(layers, lambda x, names: runner.run(x, outputs=names), data.samples(np.arange(1)),
+                                static_batch(runner.session))
+        layers, excluded = found.layers, found.excluded
+        strict = [m.name for m in chosen if m.needs_batch_first]
+        for layer in layers if strict else []:
+            if layer.batch_axis != 0:
+                excluded[layer.name] = (f"its samples lie on axis {layer.batch_axis} and {', '.join(strict)} reads "
+                                        "them on axis 0 only; profile without it to measure this layer")
+        layers = [layer for layer in layers if layer.name not in excluded]
+        if not layers:
+            raise InputError(f"{model_path}: no hidden neuron layer can be profiled: "
+                             + "; ".join(f"{name}: {reason}" for name, reason in excluded.items()))
+    else:
+        excluded = {}
     gradients = None
     if any(m.needs_gradients for m in chosen):
         from onnxslice.profiling.gradients import GradientPass  # PyTorch: imported only when a metric needs it
@@ -188,12 +204,14 @@ def profile_model(
                     outputs = read(x)
                 else:
                     read_now = read(x)
-                    outputs = outputs or [np.empty((len(samples), *out.shape[1:]), out.dtype) for out in read_now]
-                    for whole, out in zip(outputs, read_now, strict=True):
-                        whole[offset:offset + len(x)] = out
+                    outputs = outputs or [np.empty(_resized(out.shape, layer.batch_axis, len(samples)), out.dtype)
+                                          for layer, out in zip(layers, read_now, strict=True)]
+                    for layer, whole, out in zip(layers, outputs, read_now, strict=True):  # along the batch axis
+                        np.moveaxis(whole, layer.batch_axis, 0)[offset:offset + len(x)] = \
+                            np.moveaxis(out, layer.batch_axis, 0)
                 bar.update(len(x))
             labels = data.labels[samples]
-            activations = [as_samples_neurons_positions(out, layer.channel_axis)
+            activations = [as_samples_neurons_positions(out, layer.channel_axis, layer.batch_axis)
                            for layer, out in zip(layers, outputs, strict=True)]
             torch_batch = gradients.batch(x, labels) if gradients else None  # x: the block's one batch
             averages.add(np.searchsorted(category_values, labels),
@@ -233,12 +251,17 @@ def profile_model(
         layer_sizes={layer.name: layer.size for layer in layers},
         samples={c: int(n) for c, n in zip(categories, averages.counts, strict=True)},
         contributions=contributions, similarity=similarity, max_per_class=max_per_class,
-        mean_similarity=mean_similarity,
+        mean_similarity=mean_similarity, excluded=excluded,
     )
     problem = profile.problem()
     if problem:  # e.g. activations that overflow: a slice from them would be silently wrong
         raise InputError(f"{model_path} on {data.name}: the profile's {problem}")
     return profile
+
+
+def _resized(shape: tuple[int, ...], axis: int, size: int) -> tuple[int, ...]:
+    """``shape`` with ``size`` entries along ``axis``."""
+    return tuple(size if a == axis % len(shape) else d for a, d in enumerate(shape))
 
 
 def _usable_cores() -> int:

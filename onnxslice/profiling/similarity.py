@@ -24,10 +24,14 @@ import numpy as np
 from scipy.linalg.blas import get_blas_funcs
 
 
-def as_samples_neurons_positions(activation: np.ndarray, channel_axis: int) -> np.ndarray:
-    """Reshape an activation batch (N, ...) to (N, C, S) with the neurons on axis 1."""
-    if channel_axis % activation.ndim != 1:
-        activation = np.moveaxis(activation, channel_axis, 1)
+def as_samples_neurons_positions(activation: np.ndarray, channel_axis: int, batch_axis: int = 0) -> np.ndarray:
+    """Reshape an activation batch to (N, C, S): the samples (on ``batch_axis``, e.g. 1 for a sequence-first
+    attention projection) on axis 0, the neurons (on ``channel_axis``) on axis 1, the other axes flattened in order."""
+    rank = activation.ndim
+    batch, channel = batch_axis % rank, channel_axis % rank
+    if (batch, channel) != (0, 1):
+        rest = [axis for axis in range(rank) if axis not in (batch, channel)]
+        activation = activation.transpose([batch, channel, *rest])
     return activation.reshape(activation.shape[0], activation.shape[1], -1)
 
 

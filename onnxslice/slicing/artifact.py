@@ -52,6 +52,8 @@ class Slice:
     target: dict | None = None  #: the size budget it was made for: {"metric": "params" | "macs", "fraction": F}
     #: what restructure reaches: params, params_before, params_fraction, macs, macs_before, macs_fraction
     restructured: dict | None = None
+    #: neuron layers the profile could not measure -> why (e.g. samples merged with tokens): restructure keeps them
+    kept_whole: dict[str, str] = field(default_factory=dict)
 
     def kept(self) -> dict[str, list[int]]:
         """Kept neuron indices by layer name."""
@@ -102,6 +104,10 @@ class Slice:
             layers = {name: _layer_from_json(name, value) for name, value in raw["layers"].items()}
             fields = {k: raw[k] for k in ("metric", "strategy", "theta", "ratio", "centered", "step", "data",
                                           "representation", "round_to", "target", "restructured") if k in raw}
+            kept_whole = raw.get("kept_whole", {})
+            if not isinstance(kept_whole, dict):
+                raise ValueError("kept_whole must be an object {layer: reason}")
+            fields["kept_whole"] = {str(k): str(v) for k, v in kept_whole.items()}
             return cls(model_sha256=str(raw["model_sha256"]), layers=layers, **fields)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"{path}: malformed slice file ({one_line(str(exc), 160)})") from None

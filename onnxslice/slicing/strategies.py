@@ -286,5 +286,6 @@ def slice_from_ranking(profile: Profile, metric: str, strategy: Strategy, groups
                 **strategy.settings()}
     restructured = groups.size(keep) if groups.cost is not None else None
     return Slice(model_sha256=profile.model_sha256, layers=layers, metric=metric, strategy=strategy.name,
-                 data=profile.data, round_to=round_to, restructured=restructured, **settings)
+                 data=profile.data, round_to=round_to, restructured=restructured,
+                 kept_whole=dict(profile.excluded), **settings)
 
