@@ -80,7 +80,7 @@ def incremental(model: str, slice_path: str, data_spec: str, replay_spec: str | 
     new_model, old_model, report = learn_incrementally(
         onnx_model, piece, open_optional(data_spec, image, max_per_class), replay, old_eval,
         open_optional(eval_spec, image, max_per_class), classes,
-        training_settings(epochs, lr, batch_size, weight_decay, seed), train == "all")
+        training_settings(epochs, lr, batch_size, weight_decay, seed, progress=not as_json), train == "all")
     write_model(new_model, out)
     if old_out is not None:
         write_model(old_model, old_out)

@@ -34,8 +34,11 @@ def training_options(command: Callable) -> Callable:
     return command
 
 
-def training_settings(epochs: int, lr: float, batch_size: int, weight_decay: float, seed: int) -> TrainingOptions:
-    return TrainingOptions(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed)
+def training_settings(epochs: int, lr: float, batch_size: int, weight_decay: float, seed: int,
+                      progress: bool = False) -> TrainingOptions:
+    """``progress``: a bar per epoch on stderr when stderr is a terminal."""
+    return TrainingOptions(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed,
+                           progress=progress)
 
 
 def open_optional(spec: str | None, image: dict, max_per_class: int | None) -> DataSource | None:
