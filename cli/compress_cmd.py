@@ -63,7 +63,7 @@ def compress(model: str, slice_path: str | None, data_spec: str, method: str, st
         kept = piece.kept()
     else:
         original, kept = load_model(model), None
-    data = open_data(data_spec, image)
+    data = open_data(data_spec, image, model=original)
     result = run_compress(original, data, make_method(method), kept, step, max_drop, device, max_iterations,
                           progress=not as_json)
     if not result.within_budget:

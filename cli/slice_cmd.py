@@ -90,8 +90,8 @@ def slice(model: str, data_spec: str | None, profile_path: str | None, metric: s
             metric = DEFAULT_METRIC if DEFAULT_METRIC in profile.metrics else profile.metrics[0]
     elif data_spec:
         metric = metric or DEFAULT_METRIC
-        profile = profile_model(model, open_data(data_spec, image), [metric], max_per_class, device, batch_size,
-                                loaded=onnx_model)
+        data = open_data(data_spec, image, model=onnx_model)
+        profile = profile_model(model, data, [metric], max_per_class, device, batch_size, loaded=onnx_model)
     else:
         raise InputError("--data is required (or give --profile with a profile of the model)")
     result = slice_model(onnx_model, profile, metric, strategy, theta=theta, ratio=ratio, step=step,

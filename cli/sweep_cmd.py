@@ -88,8 +88,8 @@ def sweep(model: str, data_spec: str, eval_spec: str | None, profile_path: str |
     target_values = parse_values(targets, "--targets") if targets else []
     metrics = metrics or ("taylor",)
     onnx_model = load_model(model)
-    data = open_data(data_spec, dict(image))
-    eval_data = open_data(eval_spec, dict(image)) if eval_spec else data
+    data = open_data(data_spec, dict(image), model=onnx_model)
+    eval_data = open_data(eval_spec, dict(image), model=onnx_model) if eval_spec else data
     if profile_path:
         profile = Profile.load(profile_path)
         profile.check_against(sha256_of(model), profile_path, model)
