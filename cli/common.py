@@ -152,8 +152,11 @@ def data_options(command: Callable) -> Callable:
     return command
 
 
-def open_data(spec: str, options: dict, max_per_class: int | None = None) -> DataSource:
-    """Open a DATA argument with the image options collected by :func:`data_options`."""
+def open_data(spec: str, options: dict, max_per_class: int | None = None,
+              model: onnx.ModelProto | None = None) -> DataSource:
+    """Open a DATA argument with the image options collected by :func:`data_options`. With ``model``, the images
+    of a folder are read as one grey channel when the model's input has one channel (RGB and L images alike),
+    and as RGB otherwise, unless --grayscale says so."""
     image = ImageOptions(
         size=tuple(options.pop("image_size")) if options.get("image_size") else None,
         grayscale=options.pop("grayscale", False),
@@ -162,7 +165,27 @@ def open_data(spec: str, options: dict, max_per_class: int | None = None) -> Dat
         channels_last=options.pop("channels_last", False),
     )
     options.pop("image_size", None)
+    if model is not None and not image.grayscale and input_channels(model, image.channels_last) == 1:
+        image.grayscale = True
+        log.debug("the model takes one input channel: images of a folder are read as grayscale")
     return load_data(spec, image, max_per_class)
+
+
+def input_channels(model: onnx.ModelProto, channels_last: bool = False) -> int | None:
+    """The channel count of the model's (first) input when it is an image batch: axis 1 of a rank-4 input, or
+    axis 3 with ``channels_last``; None when the input is not rank 4 or that axis is not fixed."""
+    initializers = {init.name for init in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+            return None
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != 4:
+            return None
+        dim = dims[3 if channels_last else 1]
+        return dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
+    return None
 
 
 def load_model_and_slice(model: str, slice_path: str) -> tuple[onnx.ModelProto, Slice]:

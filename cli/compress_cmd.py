@@ -63,8 +63,9 @@ def compress(model: str, slice_path: str | None, data_spec: str, method: str, st
         kept = piece.kept()
     else:
         original, kept = load_model(model), None
-    data = open_data(data_spec, image)
-    result = run_compress(original, data, make_method(method), kept, step, max_drop, device, max_iterations)
+    data = open_data(data_spec, image, model=original)
+    result = run_compress(original, data, make_method(method), kept, step, max_drop, device, max_iterations,
+                          progress=not as_json)
     if not result.within_budget:
         raise InputError(f"{slice_path}: the restructured model scores {result.accuracy_start:.4f} on {data.name}, "
                          f"more than --max-drop {max_drop} below the original's {result.accuracy_original:.4f}; "

@@ -39,7 +39,7 @@ def evaluate(model: str, data_spec: str, baseline: str | None, batch_size: int, 
     """Accuracy overall and per class, parameters, MACs and latency of MODEL on DATA."""
     onnx_model = load_model(model)
     baseline_model = load_model(baseline) if baseline else None
-    data = open_data(data_spec, image)
+    data = open_data(data_spec, image, model=onnx_model)
     result = {"model": model, **evaluate_model(onnx_model, data, device, batch_size)}
     if baseline_model is None:
         emit(result, as_json, format_evaluation)

@@ -44,8 +44,8 @@ def finetune(model: str, data_spec: str, epochs: int, lr: float, batch_size: int
     """
     out = Path(output)
     onnx_model = load_model(model)
-    data = open_optional(data_spec, image, max_per_class)
-    val = open_optional(val_spec, image, max_per_class)
+    data = open_optional(data_spec, image, max_per_class, onnx_model)
+    val = open_optional(val_spec, image, max_per_class, onnx_model)
     options = finetune_settings(epochs, lr, batch_size, weight_decay, seed, val_fraction, batchnorm)
     result = finetune_model(onnx_model, data, options, val=val, progress=not as_json)
     write_model(result.model, out)

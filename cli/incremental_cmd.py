@@ -73,14 +73,14 @@ def incremental(model: str, slice_path: str, data_spec: str, replay_spec: str | 
     if not classes and train != "all":
         log.warning("incremental: no old-task categories known (slice has no per-category lists, no --old-classes); "
                     "every classifier row is trained")
-    replay = open_optional(replay_spec, image, max_per_class)
+    replay = open_optional(replay_spec, image, max_per_class, onnx_model)
     if replay is not None:
         replay = replay.fraction(replay_fraction if replay_fraction is not None else 1.0, seed)
-    old_eval = open_optional(old_eval_spec or replay_spec, image, max_per_class)
+    old_eval = open_optional(old_eval_spec or replay_spec, image, max_per_class, onnx_model)
     new_model, old_model, report = learn_incrementally(
-        onnx_model, piece, open_optional(data_spec, image, max_per_class), replay, old_eval,
-        open_optional(eval_spec, image, max_per_class), classes,
-        training_settings(epochs, lr, batch_size, weight_decay, seed), train == "all")
+        onnx_model, piece, open_optional(data_spec, image, max_per_class, onnx_model), replay, old_eval,
+        open_optional(eval_spec, image, max_per_class, onnx_model), classes,
+        training_settings(epochs, lr, batch_size, weight_decay, seed, progress=not as_json), train == "all")
     write_model(new_model, out)
     if old_out is not None:
         write_model(old_model, old_out)

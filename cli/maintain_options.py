@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import click
+import onnx
 
 from onnxslice.data import DataSource
 from onnxslice.maintain.finetune import BATCHNORM_MODES, FinetuneOptions
@@ -34,13 +35,18 @@ def training_options(command: Callable) -> Callable:
     return command
 
 
-def training_settings(epochs: int, lr: float, batch_size: int, weight_decay: float, seed: int) -> TrainingOptions:
-    return TrainingOptions(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed)
+def training_settings(epochs: int, lr: float, batch_size: int, weight_decay: float, seed: int,
+                      progress: bool = False) -> TrainingOptions:
+    """``progress``: a bar per epoch on stderr when stderr is a terminal."""
+    return TrainingOptions(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed,
+                           progress=progress)
 
 
-def open_optional(spec: str | None, image: dict, max_per_class: int | None) -> DataSource | None:
-    """Open a DATA option that may be absent; the image options are not consumed (several data sets share them)."""
-    return open_data(spec, dict(image), max_per_class) if spec else None
+def open_optional(spec: str | None, image: dict, max_per_class: int | None,
+                  model: onnx.ModelProto | None = None) -> DataSource | None:
+    """Open a DATA option that may be absent; the image options are not consumed (several data sets share them).
+    ``model``: the model the data is for (an image folder is read as grayscale for a one-channel input)."""
+    return open_data(spec, dict(image), max_per_class, model) if spec else None
 
 
 def finetune_options(command: Callable) -> Callable:

@@ -55,9 +55,10 @@ def profile(model: str, list_layers: bool, data_spec: str | None, metrics: tuple
     if data_spec is None or output is None:
         raise InputError("profile needs --data DATA and -o profile.npz (or --list-layers)")
     out = Path(output)
-    data = open_data(data_spec, image)
+    onnx_model = load_model(model)
+    data = open_data(data_spec, image, model=onnx_model)
     result = profile_model(model, data, metrics or DEFAULT_METRICS, max_per_class, device, batch_size,
-                           progress=not quiet)
+                           progress=not quiet, loaded=onnx_model)
     result.save(out)
     summary = {
         "output": str(out), "model": model, "model_sha256": result.model_sha256, "data": result.data,

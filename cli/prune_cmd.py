@@ -85,9 +85,9 @@ def prune(model: str, data_spec: str, target_macs: float | None, target_params: 
     """
     out = Path(output)
     onnx_model = load_model(model)
-    data = open_data(data_spec, dict(image))
-    val = open_optional(val_spec, image, None)
-    eval_data = open_optional(eval_spec, image, None)
+    data = open_data(data_spec, dict(image), model=onnx_model)
+    val = open_optional(val_spec, image, None, onnx_model)
+    eval_data = open_optional(eval_spec, image, None, onnx_model)
     result = prune_model(onnx_model, data, target_macs=target_macs, target_params=target_params, strategy=strategy,
                          metric=metric, round_to=round_to,
                          options=finetune_settings(epochs, lr, batch_size, weight_decay, seed, val_fraction,

@@ -56,10 +56,11 @@ def readapt(model: str, slice_path: str, data_spec: str, eval_spec: str | None, 
     """Train only the critical neurons of MODEL on CE(x) + CE(adv(x)) -> out.onnx; reports TPR, RA, RAA."""
     out = Path(output)
     onnx_model, piece = load_model_and_slice(model, slice_path)
-    data = open_optional(data_spec, image, max_per_class)
-    eval_data = open_optional(eval_spec, image, max_per_class)
+    data = open_optional(data_spec, image, max_per_class, onnx_model)
+    eval_data = open_optional(eval_spec, image, max_per_class, onnx_model)
+    settings = training_settings(epochs, lr, batch_size, weight_decay, seed, progress=not as_json)
     adapted, report = readapt_model(onnx_model, piece, data, eval_data, attack, eps, tuple(clip) if clip else None,
-                                    training_settings(epochs, lr, batch_size, weight_decay, seed), train == "all")
+                                    settings, train == "all")
     write_model(adapted, out)
     emit({"output": str(out), "model": model, "slice": slice_path, **report}, as_json, format_readapt)
 

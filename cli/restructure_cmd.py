@@ -60,7 +60,7 @@ def restructure(model: str, slice_path: str, output: str, latency_batch: int, la
     original, piece = load_model_and_slice(model, slice_path)
     kept = piece.kept()
     pruned, report = restructure_model(original, kept)
-    samples = probe_samples(open_data(data_spec, image), original) if data_spec else None
+    samples = probe_samples(open_data(data_spec, image, model=original), original) if data_spec else None
     check = verify(original, pruned, kept, device, samples=samples)
     if not check.informative:
         log.warning("restructure: verification says little: the model's outputs hardly vary across %s "

@@ -9,7 +9,7 @@ from onnxslice.files import sha256_of
 from onnxslice.graph import find_neuron_layers, load_model
 from onnxslice.profiling.artifact import REPRESENTATIONS, Profile
 from onnxslice.profiling.metrics import METRICS
-from onnxslice.profiling.profiler import DEFAULT_MAX_PER_CLASS, profile_model
+from onnxslice.profiling.profiler import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PER_CLASS, profile_model
 from onnxslice.slicing.budget import DEFAULT_ROUND_TO, DEFAULT_TOLERANCE, slice_model
 from onnxslice.slicing.strategies import DEFAULT_RATIO, DEFAULT_REPRESENTATION, DEFAULT_THETA, STRATEGIES
 from onnxslice.slicing.summary import layer_table, neuron_fraction
@@ -64,6 +64,8 @@ DEFAULT_METRIC = "taylor"
               help="Size budget: the restructured model keeps this fraction of the multiply-accumulates.")
 @click.option("--max-per-class", type=click.IntRange(min=1), default=DEFAULT_MAX_PER_CLASS, show_default=True,
               help="Samples per category used for the CKA statistics when profiling.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
+              help="Samples per batch when profiling (with --data; not used with --profile).")
 @click.option("-o", "--output", required=True, type=OutputFile(), help="Where to write slice.json.")
 @device_option
 @data_options
@@ -72,7 +74,7 @@ DEFAULT_METRIC = "taylor"
 def slice(model: str, data_spec: str | None, profile_path: str | None, metric: str | None, strategy: str,
           theta: float | None, ratio: float | None, step: int, uncentered: bool, representation: str | None,
           round_to: int,
-          target_params: float | None, target_macs: float | None, max_per_class: int, output: str,
+          target_params: float | None, target_macs: float | None, max_per_class: int, batch_size: int, output: str,
           device: str, as_json: bool, **image: object) -> None:
     """Select the critical channels of MODEL (semantic, global or category-wise), deciding on the groups of
     channels restructure removes together -> slice.json. With --target-params / --target-macs, Θ or the ratio
@@ -88,8 +90,8 @@ def slice(model: str, data_spec: str | None, profile_path: str | None, metric: s
             metric = DEFAULT_METRIC if DEFAULT_METRIC in profile.metrics else profile.metrics[0]
     elif data_spec:
         metric = metric or DEFAULT_METRIC
-        profile = profile_model(model, open_data(data_spec, image), [metric], max_per_class, device,
-                                loaded=onnx_model)
+        data = open_data(data_spec, image, model=onnx_model)
+        profile = profile_model(model, data, [metric], max_per_class, device, batch_size, loaded=onnx_model)
     else:
         raise InputError("--data is required (or give --profile with a profile of the model)")
     result = slice_model(onnx_model, profile, metric, strategy, theta=theta, ratio=ratio, step=step,

@@ -25,7 +25,7 @@ from onnxslice.graph import load_model
 from onnxslice.measure.evaluate import accuracy
 from onnxslice.profiling.artifact import Profile
 from onnxslice.profiling.metrics import METRICS
-from onnxslice.profiling.profiler import DEFAULT_MAX_PER_CLASS, profile_model
+from onnxslice.profiling.profiler import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PER_CLASS, profile_model
 from onnxslice.slicing.budget import DEFAULT_ROUND_TO
 from onnxslice_cli.common import (
     DataSpec,
@@ -68,6 +68,8 @@ from onnxslice_cli.common import (
               help="DeepArc: consecutive layers with CKA above this form one module.")
 @click.option("--max-per-class", type=click.IntRange(min=1), default=DEFAULT_MAX_PER_CLASS, show_default=True,
               help="Samples per category for the CKA statistics (and DeepArc's layer similarities).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
+              help="Samples per batch when profiling and evaluating.")
 @click.option("--plot", "plot_path", type=OutputFile(), default=None, help="Write the plot (PNG).")
 @click.option("--csv", "csv_path", type=OutputFile(), default=None, help="Write the points as CSV.")
 @device_option
@@ -76,7 +78,7 @@ from onnxslice_cli.common import (
 @reports_errors
 def sweep(model: str, data_spec: str, eval_spec: str | None, profile_path: str | None, metrics: tuple[str, ...],
           strategies: str, thetas: str, ratios: str, targets: str | None, target_kind: str, round_to: int,
-          deeparc_threshold: float, max_per_class: int,
+          deeparc_threshold: float, max_per_class: int, batch_size: int,
           plot_path: str | None, csv_path: str | None, device: str, as_json: bool, **image: object) -> None:
     """Profile MODEL once, slice it at every Θ / ratio / size budget for every strategy and metric, mask and
     evaluate each: fraction of parameters restructuring removes vs accuracy (the paper's Figure 5), as a table,
@@ -86,8 +88,8 @@ def sweep(model: str, data_spec: str, eval_spec: str | None, profile_path: str |
     target_values = parse_values(targets, "--targets") if targets else []
     metrics = metrics or ("taylor",)
     onnx_model = load_model(model)
-    data = open_data(data_spec, dict(image))
-    eval_data = open_data(eval_spec, dict(image)) if eval_spec else data
+    data = open_data(data_spec, dict(image), model=onnx_model)
+    eval_data = open_data(eval_spec, dict(image), model=onnx_model) if eval_spec else data
     if profile_path:
         profile = Profile.load(profile_path)
         profile.check_against(sha256_of(model), profile_path, model)
@@ -97,13 +99,13 @@ def sweep(model: str, data_spec: str, eval_spec: str | None, profile_path: str |
                              f"(it has {', '.join(profile.metrics)})")
         profile.metrics = list(metrics)
     elif any(s != "deeparc" for s in chosen):
-        profile = profile_model(model, data, metrics, max_per_class, device, loaded=onnx_model)
+        profile = profile_model(model, data, metrics, max_per_class, device, batch_size, loaded=onnx_model)
     else:
         profile = None
     points = run_sweep(onnx_model, profile, eval_data, chosen, theta_values, ratio_values,
                        data.cap_per_class(max_per_class), deeparc_threshold, device, round_to, target_values,
-                       target_kind)
-    original = accuracy(onnx_model, eval_data, device)["accuracy"]
+                       target_kind, batch_size, progress=not as_json)
+    original = accuracy(onnx_model, eval_data, device, batch_size)["accuracy"]
     if plot_path:
         write_atomically(plot_path, lambda tmp: save_plot(points, tmp, Path(model).name, original))
     if csv_path:

@@ -9,6 +9,13 @@ type-only revisions of Conv, Reshape, Identity, …) but not these, which are re
 
 The node that produces a rewritten node's (first) output keeps its name, so a neuron layer's tail (a Gelu) is
 still found by name in the converted module.
+
+Some ops' newer versions only add options, and the converter has no adapter for them either; a node that uses
+none of those options is valid at opset 17 as it stands, and passes the converter under a private domain
+(:func:`hide_unchanged_ops`, then :func:`restore_hidden_ops`):
+
+- ``Pad`` (opset 18: an ``axes`` input; opset 19: mode ``"wrap"``), as the dynamo exporter writes it for
+  Swin's window padding.
 """
 
 from __future__ import annotations
@@ -160,4 +167,41 @@ def rewrite_newer_ops(model: onnx.ModelProto) -> onnx.ModelProto:
             nodes.append(node)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
+    return model
+
+
+#: The private domain under which :func:`hide_unchanged_ops` passes nodes through onnx's version converter.
+HIDDEN_DOMAIN = "onnxslice.unchanged"
+
+
+def _pad_as_opset_13(node: onnx.NodeProto) -> bool:
+    """Pad without ``axes`` (opset 18) and not in mode ``"wrap"`` (opset 19) means what Pad of opset 13 means."""
+    return (len(node.input) < 4 or not node.input[3]) and _attribute(node, "mode", b"constant") != b"wrap"
+
+
+#: op type -> whether a node of it (of a newer opset) means the same at opset 17.
+UNCHANGED: dict[str, Callable[[onnx.NodeProto], bool]] = {"Pad": _pad_as_opset_13}
+
+
+def hide_unchanged_ops(model: onnx.ModelProto) -> int:
+    """Move every default-domain node of :data:`UNCHANGED` that means the same at opset 17 into
+    :data:`HIDDEN_DOMAIN` (in place), so that the version converter leaves it alone; returns how many."""
+    hidden = 0
+    for node in model.graph.node:
+        if node.domain in ("", "ai.onnx") and node.op_type in UNCHANGED and UNCHANGED[node.op_type](node):
+            node.domain = HIDDEN_DOMAIN
+            hidden += 1
+    if hidden:
+        model.opset_import.append(helper.make_opsetid(HIDDEN_DOMAIN, 1))
+    return hidden
+
+
+def restore_hidden_ops(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Undo :func:`hide_unchanged_ops` (in place): the nodes back in the default domain, the private opset gone."""
+    for node in model.graph.node:
+        if node.domain == HIDDEN_DOMAIN:
+            node.domain = ""
+    kept = [opset for opset in model.opset_import if opset.domain != HIDDEN_DOMAIN]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
     return model

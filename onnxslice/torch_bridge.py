@@ -17,7 +17,7 @@ from onnx import version_converter
 
 from onnxslice.errors import InputError
 from onnxslice.graph import NeuronLayer, constant_values
-from onnxslice.older_ops import rewrite_newer_ops
+from onnxslice.older_ops import hide_unchanged_ops, restore_hidden_ops, rewrite_newer_ops
 
 #: Newest default-domain opset that onnx2torch 1.5.x converts reliably.
 MAX_TORCH_OPSET = 17
@@ -48,6 +48,7 @@ def to_torch(model: onnx.ModelProto) -> TorchModel:
     from onnx2torch import convert
 
     model = _without_needless_allowzero(_supported_opset(onnx.ModelProto.FromString(model.SerializeToString())))
+    _layer_norm_shapes(model)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -62,8 +63,10 @@ def _supported_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MAX_TORCH_OPSET)
     if opset <= MAX_TORCH_OPSET:
         return model
+    model = rewrite_newer_ops(model)
+    hide_unchanged_ops(model)
     try:
-        return version_converter.convert_version(rewrite_newer_ops(model), MAX_TORCH_OPSET)
+        return restore_hidden_ops(version_converter.convert_version(model, MAX_TORCH_OPSET))
     except Exception as exc:  # noqa: BLE001 - the converter raises many types
         raise InputError(f"cannot convert opset {opset} down to {MAX_TORCH_OPSET} for onnx2torch: {exc}") from None
 
@@ -79,6 +82,32 @@ def _without_needless_allowzero(model: onnx.ModelProto) -> onnx.ModelProto:
         del node.attribute[:]
         node.attribute.extend(keep)
     return model
+
+
+def _layer_norm_shapes(model: onnx.ModelProto) -> None:
+    """Fill the unknown normalised dims of each LayerNormalization input from its constant scale's shape (in place).
+
+    onnx2torch builds ``nn.LayerNorm`` with the shape recorded for the input (an unknown dim read as 0), which
+    shape inference cannot always give: e.g. behind a Pad whose pads are computed (Swin's patch merging, legacy
+    export). The spec gives the scale the normalised shape, ``X.shape[axis:]``.
+    """
+    constants = constant_values(model)
+    infos = {info.name: info for info in [*model.graph.value_info, *model.graph.input]}
+    for node in model.graph.node:
+        if node.op_type != "LayerNormalization" or len(node.input) < 2 or node.input[1] not in constants:
+            continue
+        info = infos.get(node.input[0])
+        if info is None or not info.type.tensor_type.HasField("shape"):
+            continue
+        dims = info.type.tensor_type.shape.dim
+        axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+        normalised = dims[axis:] if -len(dims) <= axis < len(dims) else []
+        scale = constants[node.input[1]].shape
+        if len(normalised) != len(scale):
+            continue
+        for dim, size in zip(normalised, scale, strict=True):
+            if not dim.HasField("dim_value") or dim.dim_value <= 0:
+                dim.dim_value = int(size)
 
 
 def _describe(exc: NotImplementedError, model: onnx.ModelProto) -> str:

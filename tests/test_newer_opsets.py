@@ -181,3 +181,78 @@ def test_legacy_names_of_nested_sequentials_become_module_paths():
     modules = [name for name, module in example_torch_model("cnn").named_modules()
                if isinstance(module, torch.nn.Conv2d | torch.nn.Linear)]
     assert [layer.display for layer in find_neuron_layers(load_model(CNN)).layers] == modules
+
+
+# -- ops that pass the version converter unchanged, and shapes onnx2torch needs (the export corpus, issue 16) -------
+
+def _pad_graph(opset: int, mode: str, axes: bool = False) -> onnx.ModelProto:
+    """x (N, 3, 5) -> Pad (constant pads, optionally ``axes``) -> Relu: the dynamo exporter's window padding in
+    Swin, at the opset it writes (20)."""
+    consts = {"pads": np.array([1, 2] if axes else [0, 0, 1, 0, 0, 2], np.int64)}
+    inputs = ["x", "pads"]
+    if mode == "constant":
+        consts["value"] = np.array(0.5, np.float32)
+        inputs.append("value")
+    if axes:
+        consts["axes"] = np.array([2], np.int64)
+        inputs += [""] * (3 - len(inputs)) + ["axes"]
+    nodes = [helper.make_node("Pad", inputs, ["p"], name="the_pad", mode=mode),
+             helper.make_node("Relu", ["p"], ["y"], name="relu")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    return canonicalize(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge"])
+def test_a_pad_of_opset_20_converts_to_pytorch_and_equals_onnxruntime(mode):
+    """Oracle: onnxruntime on the original opset-20 graph. onnx's version converter has no adapter for Pad from
+    opset 19 down, so the node passes it under a private domain (it means the same at opset 13) and comes back."""
+    from onnxslice.torch_bridge import _supported_opset
+
+    original = _pad_graph(20, mode)
+    x = np.random.default_rng(0).normal(size=(2, 3, 5)).astype(np.float32)
+    with torch.no_grad():
+        got = to_torch(original).module(torch.from_numpy(x)).numpy()
+    want = _run(original, x)[0]
+    assert want.shape == (2, 3, 8)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    older = _supported_opset(onnx.ModelProto.FromString(original.SerializeToString()))
+    assert [(o.domain, o.version) for o in older.opset_import] == [("", 17)]
+    assert [(n.op_type, n.domain) for n in older.graph.node] == [("Pad", ""), ("Relu", "")]
+    onnx.checker.check_model(older, full_check=True)
+    np.testing.assert_allclose(_run(older, x)[0], want, rtol=1e-6)
+
+
+def test_a_pad_with_axes_is_not_passed_through_and_the_error_names_the_converter():
+    """A Pad with ``axes`` (opset 18) does not mean the same at opset 17: it is left to the converter, which
+    refuses it — an InputError naming the opsets, not a wrong model."""
+    from onnxslice.errors import InputError
+
+    with pytest.raises(InputError, match="cannot convert opset 20 down to 17"):
+        to_torch(_pad_graph(20, "constant", axes=True))
+
+
+def test_a_layer_normalization_behind_computed_pads_converts_with_its_scales_shape():
+    """Oracle: onnxruntime. Pads computed at run time (as the legacy exporter writes Swin's patch merging) leave
+    the LayerNormalization input's shape unknown to shape inference; onnx2torch read it as 0 and failed at run
+    time ('normalized_shape = [0]'); the normalised dims come from the constant scale instead."""
+    rng = np.random.default_rng(0)
+    consts = {"scale": rng.uniform(0.5, 2, 6).astype(np.float32), "bias": rng.normal(size=6).astype(np.float32),
+              "zero": np.array([0], np.int64)}
+    nodes = [helper.make_node("Shape", ["x"], ["shape"], name="shape"),  # pads computed from x: all zero
+             helper.make_node("Gather", ["shape", "zero"], ["n"], name="n"),
+             helper.make_node("Sub", ["n", "n"], ["z"], name="z"),
+             helper.make_node("Concat", ["z", "z", "z", "z", "z", "z"], ["pads"], name="pads", axis=0),
+             helper.make_node("Pad", ["x", "pads"], ["p"], name="pad"),
+             helper.make_node("LayerNormalization", ["p", "scale", "bias"], ["y"], name="norm", axis=-1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    model = canonicalize(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    shapes = {info.name: info.type.tensor_type.shape for info in model.graph.value_info}
+    assert not shapes["p"].dim[-1].HasField("dim_value")  # the case: shape inference cannot say
+    x = rng.normal(size=(3, 4, 6)).astype(np.float32)
+    with torch.no_grad():
+        got = to_torch(model).module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, _run(model, x)[0], rtol=1e-5, atol=1e-6)

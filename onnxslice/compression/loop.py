@@ -27,6 +27,7 @@ from onnxslice.graph import constant_values, find_neuron_layers
 from onnxslice.large import copy_model
 from onnxslice.measure.evaluate import accuracy
 from onnxslice.measure.stats import FLOAT_TYPES, count_params
+from onnxslice.progress import progress_bar
 from onnxslice.surgery.restructure import restructure
 from onnxslice.surgery.verify import verify
 
@@ -121,9 +122,11 @@ def compress(
     max_drop: float = DEFAULT_MAX_DROP,
     device: str = "auto",
     max_iterations: int = DEFAULT_MAX_ITERATIONS,
+    progress: bool = False,
 ) -> CompressResult:
     """Restructure ``model`` with ``kept`` (when given), then prune it by ``method`` at rising sparsity until the
-    accuracy on ``data`` would fall more than ``max_drop`` below the original's."""
+    accuracy on ``data`` would fall more than ``max_drop`` below the original's. ``progress``: a bar on stderr
+    (one step per sparsity iteration) when stderr is a terminal."""
     if not 0.0 < step < 1.0:
         raise InputError(f"--step must be in (0, 1), got {step}")
     if not 0.0 <= max_drop <= 1.0:
@@ -143,20 +146,23 @@ def compress(
     if start_accuracy < floor:
         stopped = f"the restructured model is already {baseline - start_accuracy:.4f} below the original"
     else:
-        for iteration in range(1, max_iterations + 1):
-            target = sparsity_at(iteration, step)
-            try:
-                candidate = prune(start, weights, method, target)
-            except SparsityUnreachable as exc:
-                stopped = str(exc)
-                break
-            score = accuracy(candidate, data, device)["accuracy"]
-            history.append({"iteration": iteration, "sparsity": target, "accuracy": score})
-            log.info("iteration %d: sparsity %.4f accuracy %.4f", iteration, target, score)
-            if score < floor:
-                stopped = f"iteration {iteration} (sparsity {target:.4f}) drops accuracy to {score:.4f}"
-                break
-            best, best_accuracy, kept_iterations = candidate, score, iteration
+        with progress_bar(max_iterations, "compress", "iteration", progress) as bar:
+            for iteration in range(1, max_iterations + 1):
+                target = sparsity_at(iteration, step)
+                try:
+                    candidate = prune(start, weights, method, target)
+                except SparsityUnreachable as exc:
+                    stopped = str(exc)
+                    break
+                score = accuracy(candidate, data, device)["accuracy"]
+                history.append({"iteration": iteration, "sparsity": target, "accuracy": score})
+                log.info("iteration %d: sparsity %.4f accuracy %.4f", iteration, target, score)
+                bar.update(1)
+                bar.set_postfix(sparsity=f"{target:.3f}", accuracy=f"{score:.4f}")
+                if score < floor:
+                    stopped = f"iteration {iteration} (sparsity {target:.4f}) drops accuracy to {score:.4f}"
+                    break
+                best, best_accuracy, kept_iterations = candidate, score, iteration
     params = count_params(model)
     remaining = nonzero_params(best)
     final = prunable_weights(best)

@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from tqdm import tqdm
 
 from onnxslice.compression.deeparc import deeparc
 from onnxslice.data import DataSource
@@ -27,6 +28,7 @@ from onnxslice.errors import InputError, one_line
 from onnxslice.measure.evaluate import accuracy
 from onnxslice.measure.stats import count_params
 from onnxslice.profiling.artifact import Profile
+from onnxslice.progress import progress_bar
 from onnxslice.slicing.budget import DEFAULT_ROUND_TO, slice_to_budget
 from onnxslice.slicing.groups import SelectionGroups
 from onnxslice.slicing.strategies import make_strategy, select
@@ -75,17 +77,34 @@ def parse_strategies(text: str) -> list[str]:
 def sweep(model: onnx.ModelProto, profile: Profile | None, data: DataSource, strategies: Sequence[str],
           thetas: Sequence[float], ratios: Sequence[float], deeparc_data: DataSource | None = None,
           deeparc_threshold: float = 0.99, device: str = "auto", round_to: int = DEFAULT_ROUND_TO,
-          targets: Sequence[float] = (), target_kind: str = "macs") -> list[dict]:
+          targets: Sequence[float] = (), target_kind: str = "macs", batch_size: int = 256,
+          progress: bool = False) -> list[dict]:
     """One point per strategy × metric × Θ / ratio / size budget (``targets``, fractions of the original's
     ``target_kind``, "params" or "macs"): ``compression`` (parameters restructure removes), ``params_fraction``,
     ``macs_fraction`` and ``accuracy`` of the masked model on ``data``; DeepArc's point (metric None) is
     measured on the model with its redundant layers removed. ``profile`` may be None when DeepArc is the only
-    strategy. Targets that no slice reaches are logged and skipped."""
+    strategy. Targets that no slice reaches are logged and skipped. ``batch_size``: samples per evaluation batch;
+    ``progress``: a bar on stderr (one step per point) when stderr is a terminal."""
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    slicing = [s for s in strategies if s in SLICING_STRATEGIES]
+    if slicing and profile is None:
+        raise InputError(f"--strategies {slicing[0]} needs a profile of the model")
+    total = (sum((len(thetas) if s == "semantic" else len(ratios)) + len(targets) for s in slicing)
+             * (len(profile.metrics) if profile is not None else 0) + ("deeparc" in strategies))
+    with progress_bar(total, "sweep", "point", progress) as bar:
+        return _sweep(model, profile, data, strategies, thetas, ratios, deeparc_data, deeparc_threshold, device,
+                      round_to, targets, target_kind, batch_size, bar)
+
+
+def _sweep(model: onnx.ModelProto, profile: Profile | None, data: DataSource, strategies: Sequence[str],
+           thetas: Sequence[float], ratios: Sequence[float], deeparc_data: DataSource | None,
+           deeparc_threshold: float, device: str, round_to: int, targets: Sequence[float], target_kind: str,
+           batch_size: int, bar: tqdm) -> list[dict]:
     points = []
     groups = SelectionGroups.of_model(model) if any(s in SLICING_STRATEGIES for s in strategies) else None
     for strategy in (s for s in strategies if s in SLICING_STRATEGIES):
-        if profile is None:
-            raise InputError(f"--strategies {strategy} needs a profile of the model")
+        assert profile is not None  # checked by sweep()
         key = "theta" if strategy == "semantic" else "ratio"
         for metric in profile.metrics:
             pieces = [(None, select(profile, metric, make_strategy(strategy, **{key: value}), groups, round_to))
@@ -96,9 +115,10 @@ def sweep(model: onnx.ModelProto, profile: Profile | None, data: DataSource, str
                                                            groups=groups, **{f"target_{target_kind}": target})))
                 except InputError as exc:
                     log.warning("%s %s: %s", strategy, metric, exc)
+                    bar.update(1)  # a budget no slice reaches: its step is done
             for target, piece in pieces:
                 sizes = piece.restructured
-                score = accuracy(mask_model(model, piece.kept()), data, device)["accuracy"]
+                score = accuracy(mask_model(model, piece.kept()), data, device, batch_size)["accuracy"]
                 value = getattr(piece, key)
                 points.append({"strategy": strategy, "metric": metric, key: value, "target": target,
                                "compression": 1.0 - sizes["params_fraction"], "params_fraction":
@@ -106,11 +126,15 @@ def sweep(model: onnx.ModelProto, profile: Profile | None, data: DataSource, str
                                "accuracy": score, "neuron_fraction": neuron_fraction(piece)})
                 log.info("%s %s %s=%s: compression %.4f accuracy %.4f", strategy, metric, key, value,
                          1.0 - sizes["params_fraction"], score)
+                bar.update(1)
+                bar.set_postfix(strategy=strategy, accuracy=f"{score:.4f}")
     if "deeparc" in strategies:
         result = deeparc(model, deeparc_data or data, deeparc_threshold, device)
         points.append({"strategy": "deeparc", "metric": None, "threshold": deeparc_threshold,
                        "compression": 1.0 - count_params(result.model) / count_params(model),
-                       "accuracy": accuracy(result.model, data, device)["accuracy"], **result.to_json()})
+                       "accuracy": accuracy(result.model, data, device, batch_size)["accuracy"],
+                       **result.to_json()})
+        bar.update(1)
     return points
 
 

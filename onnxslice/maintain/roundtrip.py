@@ -31,6 +31,7 @@ from torch import nn
 
 from onnxslice.graph import LayerScan, NeuronLayer, canonicalize, constant_values, consumers_of, find_neuron_layers
 from onnxslice.maintain.training import TrainingOptions
+from onnxslice.progress import progress_bar
 from onnxslice.runtime import input_name, make_session, scores_output
 from onnxslice.surgery.verify import VerificationError
 from onnxslice.torch_bridge import MAX_TORCH_OPSET, TorchModel, module_name, to_torch
@@ -168,20 +169,26 @@ class FrozenGuard:
 def train_masked(trainable: Trainable, guard: FrozenGuard, inputs: list[torch.Tensor], labels: torch.Tensor,
                  options: TrainingOptions) -> None:
     """Adam on the summed cross entropy over ``inputs`` (e.g. clean and adversarial versions of the same
-    samples, all with ``labels``), in eval mode, only moving what ``guard`` allows."""
+    samples, all with ``labels``), in eval mode, only moving what ``guard`` allows; a bar per epoch on stderr
+    when ``options.progress`` is set and stderr is a terminal."""
     if not guard.parameters:
         return
     optimizer = torch.optim.Adam(guard.parameters, lr=options.lr, weight_decay=options.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(options.seed)
     trainable.module.eval()
-    for _ in range(options.epochs):
-        for batch in torch.randperm(len(labels), generator=generator).split(options.batch_size):
-            optimizer.zero_grad()
-            loss = sum(loss_fn(trainable.scores(x[batch]), labels[batch]) for x in inputs)
-            loss.backward()
-            optimizer.step()
-            guard.restore()
+    with progress_bar(options.epochs, "train", "epoch", options.progress) as bar:
+        for _ in range(options.epochs):
+            total = 0.0
+            for batch in torch.randperm(len(labels), generator=generator).split(options.batch_size):
+                optimizer.zero_grad()
+                loss = sum(loss_fn(trainable.scores(x[batch]), labels[batch]) for x in inputs)
+                loss.backward()
+                optimizer.step()
+                guard.restore()
+                total += float(loss.item()) * len(batch)
+            bar.update(1)
+            bar.set_postfix(loss=f"{total / max(len(labels), 1):.4f}")
 
 
 def export(trainable: Trainable, example: np.ndarray) -> onnx.ModelProto:

@@ -26,6 +26,7 @@ class TrainingOptions:
     batch_size: int = 64
     weight_decay: float = 0.0
     seed: int = 0
+    progress: bool = False  #: a bar on stderr, one step per epoch, when stderr is a terminal
 
 
 def prepared_arrays(model: onnx.ModelProto, data: DataSource) -> tuple[np.ndarray, np.ndarray]:
