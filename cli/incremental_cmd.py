@@ -78,9 +78,9 @@ def incremental(model: str, slice_path: str, data_spec: str, replay_spec: str | 
         replay = replay.fraction(replay_fraction if replay_fraction is not None else 1.0, seed)
     old_eval = open_optional(old_eval_spec or replay_spec, image, max_per_class)
     new_model, old_model, report = learn_incrementally(
-        onnx_model, piece, open_optional(data_spec, image, max_per_class), replay, old_eval,
-        open_optional(eval_spec, image, max_per_class), classes,
-        training_settings(epochs, lr, batch_size, weight_decay, seed), train == "all")
+        onnx_model, piece, open_optional(data_spec, image, max_per_class), replay=replay, old_eval=old_eval,
+        new_eval=open_optional(eval_spec, image, max_per_class), old_classes=classes,
+        options=training_settings(epochs, lr, batch_size, weight_decay, seed), train_all=train == "all")
     write_model(new_model, out)
     if old_out is not None:
         write_model(old_model, old_out)
