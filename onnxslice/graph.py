@@ -23,7 +23,7 @@ import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
 from onnxslice.errors import InputError, first_line
-from onnxslice.graph_utils import attribute, dims, opset_version, replace_uses, static
+from onnxslice.graph_utils import attribute, data_inputs, dims, opset_version, replace_uses, static
 from onnxslice.large import copy_model, infer_shapes
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,7 @@ RUNTIME_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.
 def _check_runnable(model: onnx.ModelProto, path: Path) -> None:
     """What onnxslice needs before anything runs, named with the file: one data input, an ONNX opset this onnx
     knows, and no operator of a domain onnxruntime does not implement (unless the model defines it)."""
-    initializers = {init.name for init in model.graph.initializer}
-    inputs = [i.name for i in model.graph.input if i.name not in initializers]
+    inputs = [info.name for info in data_inputs(model.graph)]
     if len(inputs) != 1:
         raise InputError(f"{path}: the model has {len(inputs)} data inputs ({', '.join(inputs)}); "
                          "onnxslice handles classifiers with one input")

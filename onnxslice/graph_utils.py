@@ -29,6 +29,12 @@ def opset_version(model: onnx.ModelProto, default: int | None = None) -> int | N
     return next((o.version for o in model.opset_import if o.domain in ONNX_DOMAINS), default)
 
 
+def data_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
+    """The graph's inputs that are not initializers (older exporters list the weights among the inputs)."""
+    initializers = {init.name for init in graph.initializer}
+    return [info for info in graph.input if info.name not in initializers]
+
+
 def node_named(graph: onnx.GraphProto, name: str) -> onnx.NodeProto:
     """The node called ``name`` (canonical models have unique node names)."""
     found = next((node for node in graph.node if node.name == name), None)

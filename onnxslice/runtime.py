@@ -15,7 +15,7 @@ import onnxruntime as ort
 
 from onnxslice.data import DataSource
 from onnxslice.errors import InputError, first_line
-from onnxslice.graph_utils import dims
+from onnxslice.graph_utils import data_inputs, dims
 from onnxslice.large import through_file
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -78,16 +78,14 @@ def static_batch(session: ort.InferenceSession) -> int | None:
 
 def input_shape(model: onnx.ModelProto) -> list[int | str]:
     """Shape of the single data input: ints where fixed, the symbolic name (or '?') where dynamic."""
-    initializers = {init.name for init in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
+    inputs = data_inputs(model.graph)
     if len(inputs) != 1:
         raise InputError(f"model has {len(inputs)} data inputs; onnxslice handles classifiers with one input")
     return [size if size is not None else "?" for size in dims(inputs[0])]
 
 
 def input_name(model: onnx.ModelProto) -> str:
-    initializers = {init.name for init in model.graph.initializer}
-    return next(i.name for i in model.graph.input if i.name not in initializers)
+    return data_inputs(model.graph)[0].name
 
 
 def scores_output(model: onnx.ModelProto) -> tuple[str, int]:
