@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "models"))
 from digits32 import digits32, trained  # noqa: E402
 
 from onnxslice.graph import canonicalize  # noqa: E402
+from onnxslice.large import write_model  # noqa: E402
 from onnxslice.maintain.finetune import FinetuneOptions, finetune  # noqa: E402
 from onnxslice.measure.evaluate import accuracy  # noqa: E402
 from onnxslice.measure.stats import count_macs, count_params, fixed_input_shape  # noqa: E402
@@ -170,7 +171,7 @@ def main() -> None:
         base = trained(name)
         original = to_onnx(base)
         with_path = ROOT / "models" / "cache" / f"{name}_deploy.onnx"
-        onnx.save(original, with_path)
+        write_model(original, with_path)
         profile = profile_model(with_path, train.cap_per_class(32), ["avg"], max_per_class=32, device="cpu",
                                 progress=False, loaded=original)
         groups = SelectionGroups.of_model(original)

@@ -14,13 +14,12 @@ import click
 import onnx
 
 from onnxslice.data import DataSource, ImageOptions, load_data, source_path
-from onnxslice.errors import InputError, one_line
+from onnxslice.errors import InputError, VerificationError, one_line
 from onnxslice.files import check_outputs, sha256_of
 from onnxslice.graph import find_neuron_layers, load_model
 from onnxslice.large import external_data_files
 from onnxslice.runtime import DEVICES
 from onnxslice.slicing.artifact import Slice
-from onnxslice.surgery.verify import VerificationError
 
 log = logging.getLogger("onnxslice")
 

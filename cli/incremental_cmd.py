@@ -78,9 +78,10 @@ def incremental(model: str, slice_path: str, data_spec: str, replay_spec: str | 
         replay = replay.fraction(replay_fraction if replay_fraction is not None else 1.0, seed)
     old_eval = open_optional(old_eval_spec or replay_spec, image, max_per_class, onnx_model)
     new_model, old_model, report = learn_incrementally(
-        onnx_model, piece, open_optional(data_spec, image, max_per_class, onnx_model), replay, old_eval,
-        open_optional(eval_spec, image, max_per_class, onnx_model), classes,
-        training_settings(epochs, lr, batch_size, weight_decay, seed, progress=not as_json), train == "all")
+        onnx_model, piece, open_optional(data_spec, image, max_per_class, onnx_model), replay=replay,
+        old_eval=old_eval, new_eval=open_optional(eval_spec, image, max_per_class, onnx_model), old_classes=classes,
+        options=training_settings(epochs, lr, batch_size, weight_decay, seed, progress=not as_json),
+        train_all=train == "all")
     write_model(new_model, out)
     if old_out is not None:
         write_model(old_model, old_out)

@@ -58,9 +58,11 @@ def readapt(model: str, slice_path: str, data_spec: str, eval_spec: str | None, 
     onnx_model, piece = load_model_and_slice(model, slice_path)
     data = open_optional(data_spec, image, max_per_class, onnx_model)
     eval_data = open_optional(eval_spec, image, max_per_class, onnx_model)
-    settings = training_settings(epochs, lr, batch_size, weight_decay, seed, progress=not as_json)
-    adapted, report = readapt_model(onnx_model, piece, data, eval_data, attack, eps, tuple(clip) if clip else None,
-                                    settings, train == "all")
+    adapted, report = readapt_model(onnx_model, piece, data, eval_data=eval_data, attack=attack, eps=eps,
+                                    clip=tuple(clip) if clip else None,
+                                    options=training_settings(epochs, lr, batch_size, weight_decay, seed,
+                                                              progress=not as_json),
+                                    train_all=train == "all")
     write_model(adapted, out)
     emit({"output": str(out), "model": model, "slice": slice_path, **report}, as_json, format_readapt)
 

@@ -168,8 +168,8 @@ def readapt(model: Model | str | Path, piece: Slice, data: DataSource | str, eva
     from onnxslice.maintain.readapt import readapt as run
     from onnxslice.maintain.training import TrainingOptions
 
-    adapted, report = run(_model(model).proto, piece, _data(data), _data(eval_data) if eval_data else None, attack,
-                          eps, clip, TrainingOptions(**options), train_all)
+    adapted, report = run(_model(model).proto, piece, _data(data), eval_data=_data(eval_data) if eval_data else None,
+                          attack=attack, eps=eps, clip=clip, options=TrainingOptions(**options), train_all=train_all)
     return Model(adapted), report
 
 
@@ -180,14 +180,14 @@ def incremental(model: Model | str | Path, piece: Slice, new_data: DataSource | 
     """Teach new classes with the critical neurons of the old ones frozen (``incremental``); the new model, the
     old-task model and the report (task A, task B, mean)."""
     from onnxslice.maintain.incremental import incremental as run
-    from onnxslice.maintain.incremental import old_categories
     from onnxslice.maintain.training import TrainingOptions
 
     def optional(data: DataSource | str | None) -> DataSource | None:
         return _data(data) if data is not None else None
 
-    new, old, report = run(_model(model).proto, piece, _data(new_data), optional(replay), optional(old_eval),
-                           optional(new_eval), old_categories(piece), TrainingOptions(**options), train_all)
+    new, old, report = run(_model(model).proto, piece, _data(new_data), replay=optional(replay),
+                           old_eval=optional(old_eval), new_eval=optional(new_eval), options=TrainingOptions(**options),
+                           train_all=train_all)
     return Model(new), Model(old), report
 
 

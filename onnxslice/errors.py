@@ -1,4 +1,9 @@
-"""The one error type users see: bad input, reported as one line, exit code 2; and how a message becomes one line."""
+"""Every error type onnxslice raises on purpose, and how a message becomes one line.
+
+Users see two: :class:`InputError` (bad input, exit code 2) and :class:`VerificationError` (a rewrite we refuse to
+write, exit code 1); ``cli.common.reports_errors`` maps them. :class:`SparsityUnreachable` never reaches the user:
+the compression loop stops on it and reports why.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,15 @@ class InputError(Exception):
 
     The message is one line that names what is wrong; the command line prints it and exits with 2.
     """
+
+
+class VerificationError(Exception):
+    """The restructured (or re-exported) model is not what the mask (or the trained module) computes: our failure,
+    not the user's input; the command line prints it and exits with 1."""
+
+
+class SparsityUnreachable(ValueError):
+    """The method cannot prune that much (e.g. Uniform+ once every prunable layer is empty)."""
 
 
 def one_line(text: str, limit: int = MESSAGE_CHARS) -> str:

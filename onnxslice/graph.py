@@ -23,6 +23,7 @@ import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
 from onnxslice.errors import InputError, first_line
+from onnxslice.graph_utils import attribute, data_inputs, dims, opset_version, replace_uses, static
 from onnxslice.large import copy_model, infer_shapes
 
 log = logging.getLogger(__name__)
@@ -96,15 +97,13 @@ RUNTIME_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.
 def _check_runnable(model: onnx.ModelProto, path: Path) -> None:
     """What onnxslice needs before anything runs, named with the file: one data input, an ONNX opset this onnx
     knows, and no operator of a domain onnxruntime does not implement (unless the model defines it)."""
-    initializers = {init.name for init in model.graph.initializer}
-    inputs = [i.name for i in model.graph.input if i.name not in initializers]
+    inputs = [info.name for info in data_inputs(model.graph)]
     if len(inputs) != 1:
         raise InputError(f"{path}: the model has {len(inputs)} data inputs ({', '.join(inputs)}); "
                          "onnxslice handles classifiers with one input")
-    newest = onnx.defs.onnx_opset_version()
-    for opset in model.opset_import:
-        if opset.domain in ("", "ai.onnx") and opset.version > newest:
-            raise InputError(f"{path}: the model uses ONNX opset {opset.version}; this onnx knows up to {newest}")
+    newest, opset = onnx.defs.onnx_opset_version(), opset_version(model, 0)
+    if opset > newest:
+        raise InputError(f"{path}: the model uses ONNX opset {opset}; this onnx knows up to {newest}")
     functions = {(f.domain, f.name) for f in model.functions}
     for node in model.graph.node:
         if node.domain not in RUNTIME_DOMAINS and (node.domain, node.op_type) not in functions:
@@ -165,25 +164,22 @@ def _name_nodes(graph: onnx.GraphProto) -> None:
 def _explicit_same_padding(model: onnx.ModelProto) -> None:
     """Replace ``auto_pad=SAME_UPPER/SAME_LOWER`` of Conv and pooling by explicit ``pads`` where the input's
     spatial size is known (JAX and TensorFlow exporters use it; onnx2torch and some runtimes do not)."""
-    shapes = {info.name: info.type.tensor_type.shape.dim for info in [*model.graph.value_info, *model.graph.input]}
+    shapes = {info.name: dims(info)[2:] for info in [*model.graph.value_info, *model.graph.input]}
     constants = {init.name: init.dims for init in model.graph.initializer}
     for node in model.graph.node:
-        attrs = {a.name: a for a in node.attribute}
-        mode = attrs["auto_pad"].s.decode() if "auto_pad" in attrs else "NOTSET"
+        mode = attribute(node, "auto_pad", b"NOTSET").decode()
         if node.op_type not in ("Conv", "MaxPool", "AveragePool") or mode not in ("SAME_UPPER", "SAME_LOWER"):
             continue
-        dims = shapes.get(node.input[0])
-        if dims is None or not all(d.HasField("dim_value") for d in list(dims)[2:]):
+        spatial = static(shapes.get(node.input[0]))
+        if spatial is None:
             continue
-        spatial = [d.dim_value for d in list(dims)[2:]]
-        if "kernel_shape" in attrs:
-            kernel = list(attrs["kernel_shape"].ints)
-        elif node.op_type == "Conv" and node.input[1] in constants:
+        kernel = attribute(node, "kernel_shape")
+        if kernel is None and node.op_type == "Conv" and node.input[1] in constants:
             kernel = list(constants[node.input[1]])[2:]
-        else:
+        elif kernel is None:
             continue
-        strides = list(attrs["strides"].ints) if "strides" in attrs else [1] * len(spatial)
-        dilations = list(attrs["dilations"].ints) if "dilations" in attrs else [1] * len(spatial)
+        strides = attribute(node, "strides", [1] * len(spatial))
+        dilations = attribute(node, "dilations", [1] * len(spatial))
         begins, ends = [], []
         for size, k, stride, dilation in zip(spatial, kernel, strides, dilations, strict=True):
             total = max((-(-size // stride) - 1) * stride + (k - 1) * dilation + 1 - size, 0)
@@ -202,10 +198,7 @@ def _remove_identities(graph: gs.Graph) -> None:
         source, result = node.inputs[0], node.outputs[0]
         if id(result) in outputs:
             continue
-        for consumer in list(result.outputs):
-            for i, tensor in enumerate(consumer.inputs):
-                if tensor is result:
-                    consumer.inputs[i] = source
+        replace_uses(result, source)
         node.outputs.clear()
         node.inputs.clear()
 
@@ -296,8 +289,7 @@ def _layer_size(node: onnx.NodeProto, constants: dict[str, np.ndarray]) -> int |
     if weight.ndim != 2:
         return f"weight has rank {weight.ndim}, expected 2"
     if node.op_type == "Gemm":
-        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-        return int(weight.shape[0] if trans_b else weight.shape[1])
+        return int(weight.shape[0] if attribute(node, "transB", 0) else weight.shape[1])
     return int(weight.shape[1])
 
 
@@ -347,7 +339,7 @@ def _follow_tail(
             if not _is_per_neuron(constants[other[0]], size, axis, rank):
                 break
         elif nxt.op_type == "Transpose" and axis >= 0:
-            perm = next((list(a.ints) for a in nxt.attribute if a.name == "perm"), None)
+            perm = attribute(nxt, "perm")
             if perm is None or len(perm) != rank:
                 break
             axis = perm.index(axis)

@@ -28,6 +28,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxslice.graph import constant_values
+from onnxslice.graph_utils import attribute, tensor_shapes
 
 
 class _Builder:
@@ -59,14 +60,9 @@ class _Builder:
         return out
 
 
-def _attribute(node: onnx.NodeProto, name: str, default: object) -> object:
-    found = next((a for a in node.attribute if a.name == name), None)
-    return default if found is None else helper.get_attribute_value(found)
-
-
 def _gelu(node: onnx.NodeProto, build: _Builder, _info: _GraphInfo) -> bool:
     x, y = node.input[0], node.output[0]
-    if _attribute(node, "approximate", b"none") == b"tanh":  # 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+    if attribute(node, "approximate", b"none") == b"tanh":  # 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
         cube = build.op("Mul", [build.op("Mul", [x, x], "square"), x], "cube")
         inner = build.op("Add", [x, build.op("Mul", [cube, build.constant("c", 0.044715)], "scaled_cube")], "sum")
         scaled = build.op("Mul", [inner, build.constant("k", math.sqrt(2 / math.pi))], "scaled")
@@ -79,7 +75,7 @@ def _gelu(node: onnx.NodeProto, build: _Builder, _info: _GraphInfo) -> bool:
 
 
 def _split(node: onnx.NodeProto, build: _Builder, info: _GraphInfo) -> bool:
-    axis = int(_attribute(node, "axis", 0))
+    axis = int(attribute(node, "axis", 0))
     if len(node.input) > 1 and node.input[1]:
         if node.input[1] not in info.constants:
             return False
@@ -88,7 +84,7 @@ def _split(node: onnx.NodeProto, build: _Builder, info: _GraphInfo) -> bool:
         dim = info.dim(node.input[0], axis)
         if dim is None:
             return False
-        parts = int(_attribute(node, "num_outputs", len(node.output)))
+        parts = int(attribute(node, "num_outputs", len(node.output)))
         chunk = -(-dim // parts)  # the spec: equal chunks of ceil(dim / n), the last one smaller
         sizes = [min(chunk, dim - i * chunk) for i in range(parts)]
     start = 0
@@ -101,7 +97,7 @@ def _split(node: onnx.NodeProto, build: _Builder, info: _GraphInfo) -> bool:
 
 
 def _rms_normalization(node: onnx.NodeProto, build: _Builder, info: _GraphInfo) -> bool:
-    axis = int(_attribute(node, "axis", -1))
+    axis = int(attribute(node, "axis", -1))
     if axis < 0:
         axes = list(range(axis, 0))
     else:
@@ -111,7 +107,7 @@ def _rms_normalization(node: onnx.NodeProto, build: _Builder, info: _GraphInfo) 
         axes = list(range(axis, rank))
     x = node.input[0]
     mean = build.op("ReduceMean", [build.op("Mul", [x, x], "square"), build.constant("axes", axes)], "mean")
-    root = build.op("Sqrt", [build.op("Add", [mean, build.constant("epsilon", _attribute(node, "epsilon", 1e-5))],
+    root = build.op("Sqrt", [build.op("Add", [mean, build.constant("epsilon", attribute(node, "epsilon", 1e-5))],
                                       "plus_epsilon")], "sqrt")
     build.op("Mul", [build.op("Div", [x, root], "normalised"), node.input[1]], output=node.output[0])
     return True
@@ -124,25 +120,23 @@ class _GraphInfo:
         self.constants = constant_values(model)
         graph = model.graph
         self.types = {init.name: init.data_type for init in graph.initializer}
-        self.shapes: dict[str, onnx.TensorShapeProto] = {}
         for info in [*graph.input, *graph.value_info, *graph.output]:
             self.types[info.name] = info.type.tensor_type.elem_type
-            if info.type.tensor_type.HasField("shape"):
-                self.shapes[info.name] = info.type.tensor_type.shape
+        self.shapes = tensor_shapes(graph)
 
     def dtype(self, name: str) -> np.dtype:
         elem = self.types.get(name, onnx.TensorProto.FLOAT) or onnx.TensorProto.FLOAT
         return np.dtype(helper.tensor_dtype_to_np_dtype(elem))
 
     def rank(self, name: str) -> int | None:
-        return len(self.shapes[name].dim) if name in self.shapes else None
+        return len(self.shapes[name]) if name in self.shapes else None
 
     def dim(self, name: str, axis: int) -> int | None:
         rank = self.rank(name)
         if rank is None or not -rank <= axis < rank:
             return None
-        dim = self.shapes[name].dim[axis]
-        return dim.dim_value if dim.HasField("dim_value") else None
+        size = self.shapes[name][axis]
+        return size if isinstance(size, int) else None
 
 
 #: op type -> rewrite (False when the node cannot be rewritten, e.g. an unknown split size; it is then kept).
@@ -176,7 +170,7 @@ HIDDEN_DOMAIN = "onnxslice.unchanged"
 
 def _pad_as_opset_13(node: onnx.NodeProto) -> bool:
     """Pad without ``axes`` (opset 18) and not in mode ``"wrap"`` (opset 19) means what Pad of opset 13 means."""
-    return (len(node.input) < 4 or not node.input[3]) and _attribute(node, "mode", b"constant") != b"wrap"
+    return (len(node.input) < 4 or not node.input[3]) and attribute(node, "mode", b"constant") != b"wrap"
 
 
 #: op type -> whether a node of it (of a newer opset) means the same at opset 17.

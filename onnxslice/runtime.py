@@ -15,6 +15,7 @@ import onnxruntime as ort
 
 from onnxslice.data import DataSource
 from onnxslice.errors import InputError, first_line
+from onnxslice.graph_utils import data_inputs, dims
 from onnxslice.large import through_file
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -77,17 +78,14 @@ def static_batch(session: ort.InferenceSession) -> int | None:
 
 def input_shape(model: onnx.ModelProto) -> list[int | str]:
     """Shape of the single data input: ints where fixed, the symbolic name (or '?') where dynamic."""
-    initializers = {init.name for init in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
+    inputs = data_inputs(model.graph)
     if len(inputs) != 1:
         raise InputError(f"model has {len(inputs)} data inputs; onnxslice handles classifiers with one input")
-    dims = inputs[0].type.tensor_type.shape.dim
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+    return [size if size is not None else "?" for size in dims(inputs[0])]
 
 
 def input_name(model: onnx.ModelProto) -> str:
-    initializers = {init.name for init in model.graph.initializer}
-    return next(i.name for i in model.graph.input if i.name not in initializers)
+    return data_inputs(model.graph)[0].name
 
 
 def scores_output(model: onnx.ModelProto) -> tuple[str, int]:
@@ -102,11 +100,16 @@ def scores_output(model: onnx.ModelProto) -> tuple[str, int]:
                                                                           onnx.TensorProto.DOUBLE,
                                                                           onnx.TensorProto.FLOAT16):
             continue
-        dims = tensor.shape.dim
-        if len(dims) == 2 and dims[1].HasField("dim_value"):
-            return out.name, int(dims[1].dim_value)
+        shape = dims(out)
+        if len(shape) == 2 and isinstance(shape[1], int):
+            return out.name, shape[1]
     raise InputError("model has no class-score output (a float tensor of shape [N, classes]); "
                      "for scikit-learn exports use skl2onnx's zipmap=False")
+
+
+def scores_index(model: onnx.ModelProto) -> int:
+    """The position of the class-score output (:func:`scores_output`) among the model's outputs."""
+    return [out.name for out in model.graph.output].index(scores_output(model)[0])
 
 
 @dataclass

@@ -17,6 +17,7 @@ from onnx import version_converter
 
 from onnxslice.errors import InputError
 from onnxslice.graph import NeuronLayer, constant_values
+from onnxslice.graph_utils import opset_version
 from onnxslice.older_ops import hide_unchanged_ops, restore_hidden_ops, rewrite_newer_ops
 
 #: Newest default-domain opset that onnx2torch 1.5.x converts reliably.
@@ -43,6 +44,11 @@ class TorchModel:
         return self.submodule(layer.tail[-1] if layer.tail else layer.name)
 
 
+def select_output(outputs: torch.Tensor | tuple | list, index: int) -> torch.Tensor:
+    """Output ``index`` of a converted module's forward (a module with one output returns it bare)."""
+    return outputs[index] if isinstance(outputs, tuple | list) else outputs
+
+
 def to_torch(model: onnx.ModelProto) -> TorchModel:
     """Convert a canonical ONNX model; an op onnx2torch cannot convert is an InputError naming it."""
     from onnx2torch import convert
@@ -60,7 +66,7 @@ def to_torch(model: onnx.ModelProto) -> TorchModel:
 
 
 def _supported_opset(model: onnx.ModelProto) -> onnx.ModelProto:
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MAX_TORCH_OPSET)
+    opset = opset_version(model, MAX_TORCH_OPSET)
     if opset <= MAX_TORCH_OPSET:
         return model
     model = rewrite_newer_ops(model)

@@ -18,12 +18,12 @@ from onnxslice.compression.methods import (
     GlobalMagnitude,
     Lamp,
     Prunable,
-    SparsityUnreachable,
     UniformPlus,
     erk_densities,
     lamp_scores,
 )
 from onnxslice.data import load_data
+from onnxslice.errors import SparsityUnreachable
 from onnxslice.graph import load_model
 from onnxslice.measure.evaluate import accuracy
 from onnxslice.runtime import make_session

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from onnxslice.compression.deeparc import bypass, deeparc, linear_cka, modules_of, why_not_removable
+from onnxslice.compression.deeparc import bypass, deeparc, modules_of, why_not_removable
 from onnxslice.data import load_data
 from onnxslice.graph import constant_values, find_neuron_layers, load_model
 from onnxslice.measure.stats import count_params
+from onnxslice.profiling.similarity import linear_cka
 from onnxslice.runtime import make_session
 from tests.helpers import CNN, MLP, export_onnx
 

@@ -12,7 +12,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxslice.surgery.verify import VerificationError, verify
+from onnxslice.errors import VerificationError
+from onnxslice.surgery.verify import verify
 
 
 def _mlp(w1: np.ndarray, w2: np.ndarray, b2: np.ndarray) -> onnx.ModelProto:

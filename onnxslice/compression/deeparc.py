@@ -15,13 +15,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
 from onnxslice.data import DataSource
 from onnxslice.graph import NeuronLayer, consumers_of, export_graph, find_neuron_layers
+from onnxslice.graph_utils import dims, node_named, replace_uses, static
 from onnxslice.profiling.profiler import with_observed_outputs
+from onnxslice.profiling.similarity import linear_cka
 from onnxslice.runtime import Runner
 
 DEFAULT_THRESHOLD = 0.99
@@ -40,19 +41,6 @@ class DeepArcResult:
     def to_json(self) -> dict:
         return {"layers": self.layers, "similarities": self.similarities, "modules": self.modules,
                 "removed": self.removed, "kept_redundant": self.kept}
-
-
-def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
-    """Centred linear CKA of two representations of the same n samples (n × features each), from the
-    n × n Gram matrices: ⟨HKH, HLH⟩ / (‖HKH‖ ‖HLH‖)."""
-    def centred_gram(a: np.ndarray) -> np.ndarray:
-        a = a.reshape(len(a), -1).astype(np.float64)
-        a = a - a.mean(axis=0)
-        return a @ a.T
-
-    k, m = centred_gram(x), centred_gram(y)
-    denominator = np.linalg.norm(k) * np.linalg.norm(m)
-    return float(np.sum(k * m) / denominator) if denominator > 0 else 0.0
 
 
 def layer_similarities(model: onnx.ModelProto, data: DataSource, layers: Sequence[NeuronLayer],
@@ -80,13 +68,11 @@ def why_not_removable(model: onnx.ModelProto, layer: NeuronLayer) -> str | None:
     """None when ``layer`` and its tail can be bypassed; otherwise the reason."""
     if layer.is_output:
         return "classifier output layer"
-    shapes = {info.name: info.type.tensor_type.shape.dim
-              for info in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
-    node = next(n for n in model.graph.node if n.name == layer.name)
-    source, result = shapes.get(node.input[0]), shapes.get(layer.output)
-    if source is None or result is None or not all(d.HasField("dim_value") for d in [*source[1:], *result[1:]]):
+    shapes = {info.name: dims(info)[1:] for info in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
+    node = node_named(model.graph, layer.name)
+    source_shape, result_shape = static(shapes.get(node.input[0])), static(shapes.get(layer.output))
+    if source_shape is None or result_shape is None:
         return "input or output shape unknown"
-    source_shape, result_shape = [d.dim_value for d in source[1:]], [d.dim_value for d in result[1:]]
     if source_shape != result_shape:
         return f"shapes differ ({source_shape} -> {result_shape}): removal needs a sewing layer"
     if layer.output in {out.name for out in model.graph.output}:
@@ -96,7 +82,7 @@ def why_not_removable(model: onnx.ModelProto, layer: NeuronLayer) -> str | None:
     for tail in layer.tail:
         if [n.name for n in users[tensor]] != [tail]:
             return f"{tensor} has other readers (not a straight chain)"
-        tensor = next(n for n in model.graph.node if n.name == tail).output[0]
+        tensor = node_named(model.graph, tail).output[0]
     return None
 
 
@@ -107,10 +93,7 @@ def bypass(model: onnx.ModelProto, layers: Sequence[NeuronLayer]) -> onnx.ModelP
     nodes = {node.name: node for node in graph.nodes}
     for layer in layers:
         source, result = nodes[layer.name].inputs[0], tensors[layer.output]
-        for reader in list(result.outputs):
-            for i, tensor in enumerate(reader.inputs):
-                if tensor is result:
-                    reader.inputs[i] = source
+        replace_uses(result, source)
     graph.cleanup().toposort()
     return export_graph(graph, like=model)
 

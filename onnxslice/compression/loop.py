@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from onnxslice.compression.methods import Prunable, PruningMethod, SparsityUnreachable
+from onnxslice.compression.methods import Prunable, PruningMethod
 from onnxslice.data import DataSource
-from onnxslice.errors import InputError
+from onnxslice.errors import InputError, SparsityUnreachable
 from onnxslice.graph import constant_values, find_neuron_layers
 from onnxslice.large import copy_model
 from onnxslice.measure.evaluate import accuracy

@@ -28,7 +28,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from onnxslice.errors import InputError
+from onnxslice.errors import InputError, SparsityUnreachable
 
 #: Uniform+: the last layer keeps at least this fraction of its weights (Gale et al. 2019).
 LAST_LAYER_MIN_DENSITY = 0.2
@@ -41,10 +41,6 @@ class Prunable:
     name: str  #: initializer name
     values: np.ndarray
     op_type: str  #: Conv, Gemm or MatMul of the (first) layer that reads it
-
-
-class SparsityUnreachable(ValueError):
-    """The method cannot prune that much (e.g. Uniform+ once every prunable layer is empty)."""
 
 
 class PruningMethod(ABC):

@@ -52,10 +52,17 @@ def trainable_neurons(trainable: Trainable, piece: Slice, old_classes: list[int]
     return vectors
 
 
-def incremental(model: onnx.ModelProto, piece: Slice, new_data: DataSource, replay: DataSource | None,
-                old_eval: DataSource | None, new_eval: DataSource | None, old_classes: list[int],
-                options: TrainingOptions, train_all: bool = False) -> tuple[onnx.ModelProto, onnx.ModelProto, dict]:
-    """The new model, the old-task model, and the report (``task_a``, ``task_b``, ``mean``, ...)."""
+def incremental(model: onnx.ModelProto, piece: Slice, new_data: DataSource, *, replay: DataSource | None = None,
+                old_eval: DataSource | None = None, new_eval: DataSource | None = None,
+                old_classes: list[int] | None = None, options: TrainingOptions | None = None,
+                train_all: bool = False) -> tuple[onnx.ModelProto, onnx.ModelProto, dict]:
+    """The new model, the old-task model, and the report (``task_a``, ``task_b``, ``mean``, ...).
+
+    ``replay``: old data mixed into the training data; ``old_eval`` / ``new_eval``: evaluation data of the old
+    task (no task-A figures without it) and the new one (default: ``new_data``); ``old_classes``: the old task's
+    categories (default: :func:`old_categories` of the slice); ``train_all``: plain retraining, nothing frozen."""
+    old_classes = old_categories(piece) if old_classes is None else old_classes
+    options = options or TrainingOptions()
     x, y = prepared_arrays(model, new_data)
     if replay is not None:
         x_old, y_old = prepared_arrays(model, replay)

@@ -22,10 +22,15 @@ from onnxslice.maintain.training import PROBE_SAMPLES, TrainingOptions, neuron_v
 from onnxslice.slicing.artifact import Slice
 
 
-def readapt(model: onnx.ModelProto, piece: Slice, data: DataSource, eval_data: DataSource | None, attack: str,
-            eps: float | None, clip: tuple[float, float] | None, options: TrainingOptions,
-            train_all: bool = False) -> tuple[onnx.ModelProto, dict]:
-    """The re-adapted model and the report (``tpr``, ``ra``, ``raa``, ``clean_before``, ``clean_after``, ...)."""
+def readapt(model: onnx.ModelProto, piece: Slice, data: DataSource, *, eval_data: DataSource | None = None,
+            attack: str = "fgsm", eps: float | None = None, clip: tuple[float, float] | None = None,
+            options: TrainingOptions | None = None, train_all: bool = False) -> tuple[onnx.ModelProto, dict]:
+    """The re-adapted model and the report (``tpr``, ``ra``, ``raa``, ``clean_before``, ``clean_after``, ...).
+
+    Evaluated on ``eval_data`` (default: ``data``); ``eps`` and ``clip`` default as :meth:`AttackSpec.create`
+    says; ``options`` default to :class:`TrainingOptions`'s; ``train_all`` trains every neuron (the full-training
+    baseline) instead of the slice's critical ones."""
+    options = options or TrainingOptions()
     x, y = prepared_arrays(model, data)
     x_eval, y_eval = prepared_arrays(model, eval_data) if eval_data is not None else (x, y)
     trainable = Trainable.from_onnx(model)

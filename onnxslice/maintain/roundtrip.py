@@ -29,12 +29,13 @@ import onnx
 import torch
 from torch import nn
 
+from onnxslice.errors import VerificationError
 from onnxslice.graph import LayerScan, NeuronLayer, canonicalize, constant_values, consumers_of, find_neuron_layers
+from onnxslice.graph_utils import attribute, opset_version
 from onnxslice.maintain.training import TrainingOptions
 from onnxslice.progress import progress_bar
-from onnxslice.runtime import input_name, make_session, scores_output
-from onnxslice.surgery.verify import VerificationError
-from onnxslice.torch_bridge import MAX_TORCH_OPSET, TorchModel, module_name, to_torch
+from onnxslice.runtime import input_name, make_session, scores_index, scores_output
+from onnxslice.torch_bridge import MAX_TORCH_OPSET, TorchModel, module_name, select_output, to_torch
 
 #: The written model must match the trained PyTorch module on probe inputs within these tolerances.
 EXPORT_RTOL, EXPORT_ATOL = 1e-4, 1e-5
@@ -63,17 +64,15 @@ class Trainable:
     def from_onnx(cls, model: onnx.ModelProto) -> Trainable:
         scan = find_neuron_layers(model)
         torch_model = to_torch(model)
-        outputs = [out.name for out in model.graph.output]
         tensors = make_neuron_parameters(torch_model, model, scan.layers)
-        return cls(model, scan, torch_model, outputs.index(scores_output(model)[0]), tensors)
+        return cls(model, scan, torch_model, scores_index(model), tensors)
 
     @property
     def module(self) -> nn.Module:
         return self.torch_model.module
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.module(x)
-        return out[self.output_index] if isinstance(out, (tuple, list)) else out
+        return select_output(self.module(x), self.output_index)
 
     def masks(self, trainable: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """Element masks (True = may change) of every neuron tensor from per-layer 0/1 neuron vectors."""
@@ -127,8 +126,7 @@ def make_neuron_parameters(torch_model: TorchModel, model: onnx.ModelProto,
 def _neuron_axis(node: onnx.NodeProto, layer: NeuronLayer, value: np.ndarray, value_name: str) -> int | None:
     """The axis of ``value`` that indexes the layer's neurons, or None when it is not per neuron."""
     if node.name == layer.name and value_name == node.input[1] and value.ndim == 2:
-        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-        return 0 if node.op_type == "Gemm" and trans_b else 1
+        return 0 if node.op_type == "Gemm" and attribute(node, "transB", 0) else 1
     if value.size != layer.size or layer.size == 1:
         return None
     return int(np.argmax(value.shape))
@@ -196,7 +194,7 @@ def export(trainable: Trainable, example: np.ndarray) -> onnx.ModelProto:
     batch), canonicalise it, and check that onnxruntime reproduces the module on ``example``."""
     _expose_exporter_globals()
     like = trainable.model
-    opset = next((o.version for o in like.opset_import if o.domain in ("", "ai.onnx")), MAX_TORCH_OPSET)
+    opset = opset_version(like, MAX_TORCH_OPSET)
     names_in, names_out = [input_name(like)], [out.name for out in like.graph.output]
     buffer = io.BytesIO()
     x = torch.from_numpy(np.ascontiguousarray(example, np.float32))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from onnxslice.graph_utils import attribute, dims, static
 from onnxslice.large import FLOAT_TYPES, without_weights
 from onnxslice.runtime import input_name, input_shape, make_session, session_input_type
 
@@ -64,8 +65,7 @@ def macs_by_node(model: onnx.ModelProto) -> dict[str, int]:
             a_shape = shapes.get(node.input[0])
             if a_shape is None:
                 continue
-            trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
-            inner = a_shape[-2] if (node.op_type == "Gemm" and trans_a) else a_shape[-1]
+            inner = a_shape[-2] if (node.op_type == "Gemm" and attribute(node, "transA", 0)) else a_shape[-1]
             macs[node.name or node.output[0]] = int(np.prod(out)) * int(inner)
     return macs
 
@@ -73,9 +73,8 @@ def macs_by_node(model: onnx.ModelProto) -> dict[str, int]:
 def _known_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
     shapes = {}
     for info in [*model.graph.value_info, *model.graph.output, *model.graph.input]:
-        dims = info.type.tensor_type.shape.dim
-        if all(d.HasField("dim_value") for d in dims):
-            shapes[info.name] = [d.dim_value for d in dims]
+        if (shape := static(dims(info))) is not None:
+            shapes[info.name] = shape
     return shapes
 
 

@@ -16,8 +16,8 @@ import torch
 
 from onnxslice.graph import NeuronLayer
 from onnxslice.profiling.similarity import as_samples_neurons_positions
-from onnxslice.runtime import scores_output
-from onnxslice.torch_bridge import to_torch
+from onnxslice.runtime import scores_index
+from onnxslice.torch_bridge import select_output, to_torch
 
 
 class ScoresOf(torch.nn.Module):
@@ -29,8 +29,7 @@ class ScoresOf(torch.nn.Module):
         self.output_index = output_index
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.module(x)
-        return out[self.output_index] if isinstance(out, tuple | list) else out
+        return select_output(self.module(x), self.output_index)
 
 
 def torch_device(device: str) -> torch.device:
@@ -43,9 +42,8 @@ class GradientPass:
 
     def __init__(self, model: onnx.ModelProto, layers: list[NeuronLayer], device: str = "auto") -> None:
         converted = to_torch(model)
-        outputs = [out.name for out in model.graph.output]
         self.device = torch_device(device)
-        self.model = ScoresOf(converted.module, outputs.index(scores_output(model)[0])).to(self.device).eval()
+        self.model = ScoresOf(converted.module, scores_index(model)).to(self.device).eval()
         self.modules = {layer.name: converted.activation_module(layer) for layer in layers}
 
     def batch(self, x: np.ndarray, labels: np.ndarray) -> GradientBatch:

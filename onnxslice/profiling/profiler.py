@@ -31,6 +31,7 @@ from onnxslice.data import DataSource
 from onnxslice.errors import InputError
 from onnxslice.files import sha256_of
 from onnxslice.graph import NeuronLayer, find_neuron_layers, load_model
+from onnxslice.graph_utils import opset_version
 from onnxslice.large import copy_model
 from onnxslice.profiling.artifact import Profile
 from onnxslice.profiling.batch import find_batch_axes
@@ -77,7 +78,7 @@ def with_spatial_means(model: onnx.ModelProto, layers: Sequence[NeuronLayer]) ->
     extended = copy_model(model)
     graph = extended.graph
     tensors = {info.name: info.type.tensor_type for info in [*graph.value_info, *graph.output]}
-    opset = next(o.version for o in extended.opset_import if o.domain in ("", "ai.onnx"))
+    opset = opset_version(extended, onnx.defs.onnx_opset_version())
     present = {out.name for out in graph.output}
     names = []
     for layer in layers:

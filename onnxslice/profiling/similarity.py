@@ -150,25 +150,31 @@ def prefix_cka(h: np.ndarray, order: np.ndarray) -> np.ndarray:
     return np.divide(numerator, denominator, out=np.zeros(len(order)), where=denominator > 0)
 
 
-def cka_from_scratch(acts: np.ndarray, subset: np.ndarray, centered: bool = True) -> float:
-    """Reference CKA of a neuron subset with the whole layer, straight from the paper's definition.
+def linear_cka(x: np.ndarray, y: np.ndarray, centered: bool = True) -> float:
+    """Linear CKA of two representations of the same n samples (n × anything each), straight from the paper's
+    definition: the embedding landscapes are the n × n Gram matrices K = X Xᵀ and L = Y Yᵀ of the flattened
+    representations (the paper's Eq. 1); CKA = ⟨K, L⟩_F / (‖K‖_F ‖L‖_F) (its Eq. 2). Centred (Kornblith et al.
+    2019) double-centres K and L (H K H with H = I - 1/n), here by centring each feature over the samples first.
+    0 when either Gram matrix is zero."""
+    def gram(a: np.ndarray) -> np.ndarray:
+        a = a.reshape(len(a), -1).astype(np.float64)
+        if centered:
+            a = a - a.mean(axis=0)
+        return a @ a.T
 
-    The embedding landscapes are the n × n Gram matrices M = X Xᵀ of the flattened activations of the
-    subset and of the whole layer (the paper's Eq. 1); centred CKA double-centres them (H M H with
-    H = I - 1/n); CKA = ⟨M_Ω, M⟩_F / (‖M_Ω‖_F ‖M‖_F) (its Eq. 2). Independent of the H-matrix route.
-    """
-    a = np.asarray(acts, dtype=np.float64)
+    k, m = gram(x), gram(y)
+    denominator = np.linalg.norm(k) * np.linalg.norm(m)
+    return float(np.sum(k * m) / denominator) if denominator > 0 else 0.0
+
+
+def cka_from_scratch(acts: np.ndarray, subset: np.ndarray, centered: bool = True) -> float:
+    """Reference CKA of a neuron subset with the whole layer (:func:`linear_cka` of the subset's activations and
+    the layer's), independent of the H-matrix route; 0 for the empty subset."""
+    a = np.asarray(acts)
     subset = np.asarray(subset, dtype=np.int64)
     if len(subset) == 0:
         return 0.0
-    n = len(a)
-    x, y = a[:, subset].reshape(n, -1), a.reshape(n, -1)
-    m_sub, m_all = x @ x.T, y @ y.T
-    if centered:
-        centring = np.eye(n) - 1.0 / n
-        m_sub, m_all = centring @ m_sub @ centring, centring @ m_all @ centring
-    denominator = np.sqrt((m_sub * m_sub).sum() * (m_all * m_all).sum())
-    return float((m_sub * m_all).sum() / denominator) if denominator > 0 else 0.0
+    return linear_cka(a[:, subset], a, centered)
 
 
 def smallest_prefix(h: np.ndarray, order: np.ndarray, theta: float, step: int = 1) -> int:

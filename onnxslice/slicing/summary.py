@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from onnxslice.graph import NeuronLayer, constant_values, find_neuron_layers
+from onnxslice.graph_utils import attribute
 from onnxslice.large import copy_model
 from onnxslice.measure.stats import count_params, fixed_input_shape
 from onnxslice.runtime import make_session, run_session
@@ -93,7 +94,7 @@ def _read_tensors(model: onnx.ModelProto, names: list[str], probe: np.ndarray) -
 def _removed_weights(node: onnx.NodeProto, weight: np.ndarray, keep_out: np.ndarray, drop_in: np.ndarray) -> int:
     """Weight entries of dropped output neurons or dropped input channels."""
     if node.op_type == "Conv":
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        group = attribute(node, "group", 1)
         out_channels, in_per_group = weight.shape[:2]
         per_group = out_channels // group
         in_index = (np.arange(out_channels)[:, None] // per_group) * in_per_group + np.arange(in_per_group)[None, :]

@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 
 from onnxslice.graph import NeuronLayer
+from onnxslice.graph_utils import attribute
 from onnxslice.large import FLOAT_TYPES
 from onnxslice.measure.stats import count_params, macs_by_node
 from onnxslice.surgery.groups import ChannelGroups, Track
@@ -111,7 +112,7 @@ def _layer_terms(groups: ChannelGroups, node: onnx.NodeProto, layer: NeuronLayer
     """Weight, bias and multiply-accumulate terms of a layer: output rows times the input columns it reads."""
     out = groups.layer_elems[layer.name]
     weight_dims = list(inits[node.input[1]].dims)
-    group = next((a.i for a in node.attribute if a.name == "group"), 1) if node.op_type == "Conv" else 1
+    group = attribute(node, "group", 1) if node.op_type == "Conv" else 1
     by_position = node.name in groups.by_position
     track = groups.tracks.get(node.input[0])
     factors: tuple[np.ndarray, ...] = (out,)

@@ -25,6 +25,7 @@ import onnx
 from onnx.reference import ReferenceEvaluator
 
 from onnxslice.graph import LayerScan, NeuronLayer, constant_values, consumers_of, find_neuron_layers
+from onnxslice.graph_utils import attribute, tensor_shapes
 
 #: Element-wise ops whose value at a removed channel can be computed from constants (onnx.reference).
 UNARY = {
@@ -236,12 +237,6 @@ class _Analysis:
         self.unite_along(track.elems, axis)
         return np.moveaxis(track.elems, axis, 0).reshape(track.elems.shape[axis], -1)[:, 0]
 
-    def attr(self, node: onnx.NodeProto, name: str, default: object = None) -> object:
-        for attribute in node.attribute:
-            if attribute.name == name:
-                return onnx.helper.get_attribute_value(attribute)
-        return default
-
     def const_input(self, node: onnx.NodeProto, index: int) -> np.ndarray | None:
         if index < len(node.input) and node.input[index] in self.consts:
             return self.consts[node.input[index]]
@@ -277,7 +272,7 @@ def _layer_rule(an: _Analysis, node: onnx.NodeProto) -> None:
     axis = 1 if layer.op_type == "Conv" else rank - 1
     shape = [1] * rank
     shape[axis] = layer.size
-    group = int(an.attr(node, "group", 1)) if layer.op_type == "Conv" else 1
+    group = int(attribute(node, "group", 1)) if layer.op_type == "Conv" else 1
     inp = node.input[0]
     if inp in an.tracks:
         _consume(an, node, layer, an.tracks[inp], elems, group)
@@ -289,7 +284,7 @@ def _layer_rule(an: _Analysis, node: onnx.NodeProto) -> None:
 def _consume(an: _Analysis, node: onnx.NodeProto, layer: NeuronLayer, track: Track, out_elems: np.ndarray,
              group: int) -> None:
     rank = track.elems.ndim
-    if layer.op_type == "Gemm" and an.attr(node, "transA", 0):
+    if layer.op_type == "Gemm" and attribute(node, "transA", 0):
         an.keep(track.elems, f"Gemm {node.name!r} reads its input transposed")
         return
     axis = 1 if layer.op_type == "Conv" else rank - 1
@@ -320,8 +315,8 @@ def _consume(an: _Analysis, node: onnx.NodeProto, layer: NeuronLayer, track: Tra
 
 def _why_not_foldable(an: _Analysis, node: onnx.NodeProto, layer: NeuronLayer) -> str | None:
     if layer.op_type == "Conv":
-        pads = an.attr(node, "pads", None)
-        if an.attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID") or (
+        pads = attribute(node, "pads", None)
+        if attribute(node, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID") or (
                 pads is not None and any(pads)):
             return "padding"
         return None
@@ -403,7 +398,7 @@ def _spatial_rule(an: _Analysis, node: onnx.NodeProto) -> None:
     value = track.value
     spatial = [a for a in range(2, rank_in)]
     if node.op_type.startswith("Reduce"):
-        axes = an.attr(node, "axes", None)
+        axes = attribute(node, "axes", None)
         if axes is None:
             axes = an.const_input(node, 1)
         if axes is None:
@@ -416,14 +411,14 @@ def _spatial_rule(an: _Analysis, node: onnx.NodeProto) -> None:
         return _not_understood(an, node)
     if node.op_type == "Pad":
         pads = an.const_input(node, 1)
-        mode = an.attr(node, "mode", b"constant")
+        mode = attribute(node, "mode", b"constant")
         if pads is None or pads[track.axis] or pads[track.axis + rank_in]:
             return _not_understood(an, node)
         if mode in (b"constant", "constant"):
             value = np.where(value == 0, value, np.nan)
     if node.op_type == "Resize" and len(node.input) > 3 and node.input[3] and an.const_input(node, 3) is None:
         return _not_understood(an, node)
-    if node.op_type == "AveragePool" and an.attr(node, "count_include_pad", 0):
+    if node.op_type == "AveragePool" and attribute(node, "count_include_pad", 0):
         value = np.where(value == 0, value, np.nan)
     # a constant channel stays that constant; one that varies over space becomes unknown
     value = _expand_rank(value, rank_in)
@@ -447,13 +442,13 @@ def _shape_rule(an: _Analysis, node: onnx.NodeProto) -> None:
         index = an.const_input(user, 1)
         if not (user.op_type == "Gather" and index is not None and np.all(np.atleast_1d(index) == 0)):
             return _not_understood(an, node)
-    if an.attr(node, "start", 0) not in (0, None):
+    if attribute(node, "start", 0) not in (0, None):
         return _not_understood(an, node)
 
 
 def _transpose_rule(an: _Analysis, node: onnx.NodeProto) -> None:
     track = an.tracks[node.input[0]]
-    perm = an.attr(node, "perm", None) or list(reversed(range(track.elems.ndim)))
+    perm = attribute(node, "perm", None) or list(reversed(range(track.elems.ndim)))
     value = _expand_rank(track.value, track.elems.ndim)
     an.set_track(node.output[0], track.elems.transpose(perm), value.transpose(perm), list(perm).index(track.axis))
 
@@ -468,7 +463,7 @@ def _reshape_rule(an: _Analysis, node: onnx.NodeProto) -> None:
         shape_out = batch_first
     elif shape_in is None or shape_out is None or real_in[0] is None or real_in[0] != real_out[0]:
         return _not_understood(an, node)
-    if node.op_type == "Flatten" and an.attr(node, "axis", 1) != 1:
+    if node.op_type == "Flatten" and attribute(node, "axis", 1) != 1:
         return _not_understood(an, node)
     elems = np.broadcast_to(track.elems, shape_in).reshape(shape_out)
     value = np.broadcast_to(track.value, np.broadcast_shapes(track.value.shape, shape_in)).reshape(shape_out)
@@ -519,7 +514,7 @@ def _shape_piece(an: _Analysis, shape_name: str, axis: int) -> tuple[str, int] |
 
 def _squeeze_rule(an: _Analysis, node: onnx.NodeProto) -> None:
     track = an.tracks[node.input[0]]
-    axes = an.attr(node, "axes", None)
+    axes = attribute(node, "axes", None)
     if axes is None:
         axes = an.const_input(node, 1)
     rank_out = an.rank(node.output[0])
@@ -547,7 +542,7 @@ def _concat_rule(an: _Analysis, node: onnx.NodeProto) -> None:
     rank = an.rank(node.output[0])
     if rank is None:
         return _not_understood(an, node)
-    axis = int(an.attr(node, "axis")) % rank
+    axis = int(attribute(node, "axis")) % rank
     parts_e, parts_v, common = [], [], [1] * rank
     for name in node.input:
         if name in an.tracks:
@@ -577,10 +572,10 @@ def _concat_rule(an: _Analysis, node: onnx.NodeProto) -> None:
 def _split_rule(an: _Analysis, node: onnx.NodeProto) -> None:
     track = an.tracks[node.input[0]]
     rank = track.elems.ndim
-    axis = int(an.attr(node, "axis", 0)) % rank
+    axis = int(attribute(node, "axis", 0)) % rank
     sizes = an.const_input(node, 1)
     if sizes is None:
-        sizes = an.attr(node, "split", None)
+        sizes = attribute(node, "split", None)
     shape = an.shapes.get(node.input[0])
     if sizes is None and shape is not None and isinstance(shape[axis], int):
         sizes = [shape[axis] // len(node.output)] * len(node.output)
@@ -626,7 +621,7 @@ def _gather_rule(an: _Analysis, node: onnx.NodeProto) -> None:
     track = an.tracks[node.input[0]]
     index = an.const_input(node, 1)
     rank = track.elems.ndim
-    axis = int(an.attr(node, "axis", 0)) % rank
+    axis = int(attribute(node, "axis", 0)) % rank
     if index is None or index.ndim != 0 or axis == track.axis or \
             track.elems.shape[axis] > 1:
         return _not_understood(an, node)
@@ -637,7 +632,7 @@ def _gather_rule(an: _Analysis, node: onnx.NodeProto) -> None:
 
 def _pass_rule(an: _Analysis, node: onnx.NodeProto) -> None:
     """Ops that leave values as they are (Dropout at inference, Cast between float types)."""
-    if node.op_type == "Cast" and an.attr(node, "to") not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE):
+    if node.op_type == "Cast" and attribute(node, "to") not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE):
         return _not_understood(an, node)
     track = an.tracks[node.input[0]]
     an.tracks[node.output[0]] = Track(track.elems, track.value.copy(), track.axis)
@@ -691,11 +686,7 @@ def _compress(array: np.ndarray) -> np.ndarray:
 
 def _shapes(model: onnx.ModelProto) -> dict[str, list[int | str | None]]:
     """Tensor shapes: an int per static axis, the symbol (e.g. 'batch') or None per dynamic one."""
-    shapes: dict[str, list[int | str | None]] = {}
-    for info in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
-        if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
-            shapes[info.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                                 for d in info.type.tensor_type.shape.dim]
+    shapes = tensor_shapes(model.graph)
     for init in model.graph.initializer:
         shapes[init.name] = list(init.dims)
     return shapes

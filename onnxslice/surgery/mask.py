@@ -15,6 +15,7 @@ import onnx_graphsurgeon as gs
 
 from onnxslice.errors import InputError
 from onnxslice.graph import NeuronLayer, export_graph, find_neuron_layers
+from onnxslice.graph_utils import replace_uses
 
 
 def neuron_mask(layer: NeuronLayer, kept: Sequence[int], rank: int) -> np.ndarray:
@@ -44,10 +45,7 @@ def mask_model(model: onnx.ModelProto, kept: Mapping[str, Sequence[int]]) -> onn
         masked = gs.Variable(f"{layer.output}__masked", dtype=activation.dtype, shape=activation.shape)
         values = neuron_mask(layer, indices, rank).astype(activation.dtype or np.float32)  # the tensor's own type
         constant = gs.Constant(f"{layer.output}__mask", values)
-        for consumer in list(activation.outputs):
-            for i, tensor in enumerate(consumer.inputs):
-                if tensor is activation:
-                    consumer.inputs[i] = masked
+        replace_uses(activation, masked)
         graph.nodes.append(gs.Node("Mul", f"{name}__mask", inputs=[activation, constant], outputs=[masked]))
     graph.toposort()
     return export_graph(graph, like=model)

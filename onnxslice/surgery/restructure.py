@@ -24,6 +24,7 @@ from onnx.reference import ReferenceEvaluator
 
 from onnxslice.errors import InputError
 from onnxslice.graph import NeuronLayer, export_graph, fold_constants
+from onnxslice.graph_utils import node_named, replace_uses
 from onnxslice.large import infer_shapes
 from onnxslice.surgery.groups import ZERO_PRESERVING, ChannelGroups, Track, channel_groups
 
@@ -103,8 +104,7 @@ def restructure(model: onnx.ModelProto, kept: Mapping[str, Sequence[int]],
 
 
 def layer_raw_output(groups: ChannelGroups, layer: NeuronLayer) -> str:
-    node = next(n for n in groups.model.graph.node if n.name == layer.name)
-    return node.output[0]
+    return node_named(groups.model.graph, layer.name).output[0]
 
 
 class _Editor:
@@ -201,10 +201,7 @@ class _Editor:
             axis = layer.channel_axis % rank
             shape = [len(offset) if a == axis else 1 for a in range(axis, rank)]
             cancelled = gs.Variable(f"{layer.output}__zeroed", dtype=activation.dtype)
-            for consumer in list(activation.outputs):
-                for i, tensor in enumerate(consumer.inputs):
-                    if tensor is activation:
-                        consumer.inputs[i] = cancelled
+            replace_uses(activation, cancelled)
             constant = gs.Constant(f"{layer.output}__zero_offset", (-offset).reshape(shape))
             self.graph.nodes.append(gs.Node("Add", f"{name}__zero_offset", inputs=[activation, constant],
                                             outputs=[cancelled]))

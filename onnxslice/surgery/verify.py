@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxslice.data import DataSource
-from onnxslice.errors import first_line
+from onnxslice.errors import VerificationError, first_line
 from onnxslice.large import check_model
 from onnxslice.measure.stats import fixed_input_shape
 from onnxslice.runtime import input_shape, make_session, run_session
@@ -23,10 +23,6 @@ RELATIVE_TOLERANCE = 1e-4
 MIN_RELATIVE_SPREAD = 1e-2
 #: Factors tried on standard-normal probes until the outputs vary enough (ReLU-like nets scale with the input).
 PROBE_SCALES = (1.0, 1e2, 1e4, 1e6)
-
-
-class VerificationError(Exception):
-    """The restructured model is not what the mask computes (our failure, not the user's input)."""
 
 
 @dataclass(frozen=True)
