@@ -55,3 +55,46 @@ def test_importing_onnxslice_loads_no_heavy_library():
             "print(sorted(m for m in ('numpy', 'onnx', 'onnxruntime', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_api_and_the_commands_give_the_same_results(tmp_path):
+    """Oracle: the commands on the same inputs — ``osl.mask`` writes the model ``onnxslice mask`` writes, and
+    ``osl.readapt`` / ``osl.incremental`` / ``osl.compress`` report the figures their commands report (seeded)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from onnxslice_cli.main import cli
+    from tests.helpers import MLP
+
+    def command(*args: str) -> dict:
+        result = CliRunner().invoke(cli, [*args, "--json"])
+        assert result.exit_code == 0, result.stderr
+        return json.loads(result.stdout)
+
+    model = osl.load(MLP)
+    profile = osl.profile(model, osl.load_data("digits:train", max_per_class=20), metrics=["avg"])
+    piece = osl.select(model, profile, "avg", "semantic", theta=0.9)
+    piece.save(tmp_path / "slice.json")
+    command("mask", str(MLP), "--slice", str(tmp_path / "slice.json"), "-o", str(tmp_path / "masked.onnx"))
+    masked = onnx.load(str(tmp_path / "masked.onnx"))
+    assert osl.mask(model, piece).proto.SerializeToString() == masked.SerializeToString()
+
+    small = ["--max-per-class", "10", "--epochs", "1"]
+    cli_report = command("readapt", str(MLP), "--slice", str(tmp_path / "slice.json"), "--data", "digits:train",
+                         *small, "-o", str(tmp_path / "adapted.onnx"))
+    _, report = osl.readapt(model, piece, osl.load_data("digits:train", max_per_class=10), epochs=1)
+    for key in ("tpr", "ra", "raa", "clean_before", "clean_after"):
+        assert report[key] == pytest.approx(cli_report[key]), key
+
+    old = osl.select(model, osl.profile(model, osl.load_data("digits:train:0-4", max_per_class=20), metrics=["avg"]),
+                     "avg", "semantic", theta=0.9)
+    old.save(tmp_path / "old.json")
+    cli_report = command("incremental", str(MLP), "--slice", str(tmp_path / "old.json"), "--data",
+                         "digits:train:5-9", *small, "-o", str(tmp_path / "new.onnx"))
+    _, _, report = osl.incremental(model, old, osl.load_data("digits:train:5-9", max_per_class=10), epochs=1)
+    assert report["task_b"] == pytest.approx(cli_report["task_b"])
+
+    cli_report = command("compress", str(MLP), "--data", "digits:test", "--method", "lamp", "-o",
+                         str(tmp_path / "compressed.onnx"))
+    assert osl.compress(model, "digits:test", "lamp").to_json()["cr"] == pytest.approx(cli_report["cr"])
