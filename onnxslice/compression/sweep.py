@@ -31,13 +31,13 @@ from onnxslice.profiling.artifact import Profile
 from onnxslice.progress import progress_bar
 from onnxslice.slicing.budget import DEFAULT_ROUND_TO, slice_to_budget
 from onnxslice.slicing.groups import SelectionGroups
-from onnxslice.slicing.strategies import make_strategy, select
+from onnxslice.slicing.strategies import STRATEGIES, make_strategy, select
 from onnxslice.slicing.summary import neuron_fraction
 from onnxslice.surgery.mask import mask_model
 
 log = logging.getLogger(__name__)
 
-SLICING_STRATEGIES = ("semantic", "global", "category")
+SLICING_STRATEGIES = tuple(STRATEGIES)
 ALL_STRATEGIES = (*SLICING_STRATEGIES, "deeparc")
 DEFAULT_THETAS = "0.90:0.99:0.01"
 DEFAULT_RATIOS = "0.1:1.0:0.1"
@@ -90,11 +90,16 @@ def sweep(model: onnx.ModelProto, profile: Profile | None, data: DataSource, str
     slicing = [s for s in strategies if s in SLICING_STRATEGIES]
     if slicing and profile is None:
         raise InputError(f"--strategies {slicing[0]} needs a profile of the model")
-    total = (sum((len(thetas) if s == "semantic" else len(ratios)) + len(targets) for s in slicing)
+    total = (sum(len(swept_values(s, thetas, ratios)) + len(targets) for s in slicing)
              * (len(profile.metrics) if profile is not None else 0) + ("deeparc" in strategies))
     with progress_bar(total, "sweep", "point", progress) as bar:
         return _sweep(model, profile, data, strategies, thetas, ratios, deeparc_data, deeparc_threshold, device,
                       round_to, targets, target_kind, batch_size, bar)
+
+
+def swept_values(strategy: str, thetas: Sequence[float], ratios: Sequence[float]) -> Sequence[float]:
+    """The values ``strategy`` is swept over: the Θs or the ratios, by the parameter it takes."""
+    return {"theta": thetas, "ratio": ratios}[STRATEGIES[strategy].parameter]
 
 
 def _sweep(model: onnx.ModelProto, profile: Profile | None, data: DataSource, strategies: Sequence[str],
@@ -105,10 +110,10 @@ def _sweep(model: onnx.ModelProto, profile: Profile | None, data: DataSource, st
     groups = SelectionGroups.of_model(model) if any(s in SLICING_STRATEGIES for s in strategies) else None
     for strategy in (s for s in strategies if s in SLICING_STRATEGIES):
         assert profile is not None  # checked by sweep()
-        key = "theta" if strategy == "semantic" else "ratio"
+        key = STRATEGIES[strategy].parameter
         for metric in profile.metrics:
             pieces = [(None, select(profile, metric, make_strategy(strategy, **{key: value}), groups, round_to))
-                      for value in (thetas if strategy == "semantic" else ratios)]
+                      for value in swept_values(strategy, thetas, ratios)]
             for target in targets:
                 try:
                     pieces.append((target, slice_to_budget(model, profile, metric, strategy, round_to=round_to,
