@@ -8,6 +8,7 @@ import click
 
 from onnxslice.graph import load_model
 from onnxslice.large import write_model
+from onnxslice.maintain.finetune import FinetuneOptions
 from onnxslice.maintain.finetune import finetune as finetune_model
 from onnxslice.measure.stats import count_macs, count_params
 from onnxslice_cli.common import (
@@ -26,7 +27,7 @@ from onnxslice_cli.maintain_options import DATA_HELP, finetune_options, finetune
 @model_argument
 @click.option("--data", "data_spec", type=DataSpec(), required=True, metavar="DATA",
               help=f"Training data. {DATA_HELP}")
-@finetune_options
+@finetune_options(FinetuneOptions())
 @click.option("--max-per-class", type=click.IntRange(min=1), default=None,
               help="Use at most N samples per class of each data set (small, quick runs).")
 @click.option("-o", "--output", required=True, type=OutputFile(), help="Where to write tuned.onnx.")

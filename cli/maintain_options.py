@@ -49,10 +49,9 @@ def open_optional(spec: str | None, image: dict, max_per_class: int | None,
     return open_data(spec, dict(image), max_per_class, model) if spec else None
 
 
-def finetune_options(command: Callable) -> Callable:
+def finetune_options(defaults: FinetuneOptions) -> Callable[[Callable], Callable]:
     """--epochs / --lr / --batch-size / --weight-decay / --seed / --val-data / --val-fraction / --batchnorm
-    (the settings of :class:`onnxslice.maintain.finetune.FinetuneOptions`)."""
-    defaults = FinetuneOptions()
+    (the settings of :class:`onnxslice.maintain.finetune.FinetuneOptions`), shown with ``defaults``."""
     options = [
         click.option("--epochs", type=click.IntRange(min=0), default=defaults.epochs, show_default=True,
                      help="Fine-tuning epochs (0: none)."),
@@ -73,9 +72,13 @@ def finetune_options(command: Callable) -> Callable:
                      show_default=True,
                      help="eval: BatchNorm keeps its running statistics; train: batch statistics, updated."),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+
+    def decorate(command: Callable) -> Callable:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
 
 
 def finetune_settings(epochs: int, lr: float, batch_size: int, weight_decay: float, seed: int, val_fraction: float,

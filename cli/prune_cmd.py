@@ -15,7 +15,7 @@ import click
 from onnxslice.graph import load_model
 from onnxslice.large import write_model
 from onnxslice.measure.stats import DEFAULT_LATENCY_SECONDS
-from onnxslice.pipeline import DEFAULT_METRIC, DEFAULT_STRATEGY
+from onnxslice.pipeline import DEFAULT_METRIC, DEFAULT_STRATEGY, PRUNE_FINETUNING
 from onnxslice.pipeline import prune as prune_model
 from onnxslice.profiling.metrics import METRICS
 from onnxslice.profiling.profiler import DEFAULT_MAX_PER_CLASS
@@ -53,7 +53,7 @@ WORSE_EXIT_CODE = 3
               help="Neuron contribution metric that orders the neurons.")
 @click.option("--round-to", type=click.IntRange(min=1), default=DEFAULT_ROUND_TO, show_default=True,
               help="Keep a multiple of N channels in every group of coupled channels (or all of them).")
-@finetune_options
+@finetune_options(PRUNE_FINETUNING)
 @click.option("--eval-data", "eval_spec", type=DataSpec(), metavar="DATA", default=None,
               help="Data the before/after accuracies are measured on, e.g. digits:test (default: the validation "
                    "data).")

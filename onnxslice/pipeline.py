@@ -20,7 +20,7 @@ from pathlib import Path
 import onnx
 
 from onnxslice.data import DataSource
-from onnxslice.maintain.finetune import FinetuneOptions, FinetuneResult, finetune, split_holdout
+from onnxslice.maintain.finetune import REPAIR_LR, FinetuneOptions, FinetuneResult, finetune, split_holdout
 from onnxslice.measure.evaluate import accuracy
 from onnxslice.measure.stats import DEFAULT_LATENCY_SECONDS, count_macs, count_params, latency
 from onnxslice.profiling.profiler import DEFAULT_MAX_PER_CLASS, profile_model
@@ -33,6 +33,8 @@ from onnxslice.surgery.verify import Verification, probe_samples, verify
 log = logging.getLogger("onnxslice.pipeline")
 
 DEFAULT_STRATEGY = "global"
+#: Fine-tuning after pruning: the repair rate (the pruned model is damaged; see onnxslice.maintain.finetune).
+PRUNE_FINETUNING = FinetuneOptions(lr=REPAIR_LR)
 DEFAULT_METRIC = "taylor"
 #: The pruned model may be at most this much slower than the original (latency ratio 1.05).
 MAX_SLOWDOWN = 0.05
@@ -108,7 +110,7 @@ def prune(model: onnx.ModelProto, data: DataSource, *, target_macs: float | None
     ``model_path``: the file ``model`` was loaded from (the profile records its hash); ``latency_seconds`` 0
     skips the latency measurement."""
     kind, target = budget_kind(target_params, target_macs)  # a bad budget fails before any work
-    options = options or FinetuneOptions()
+    options = options or PRUNE_FINETUNING
     train, val = (data, val_data) if val_data is not None else split_holdout(data, options.val_fraction,
                                                                              options.seed)
     judged = eval_data or val or data
