@@ -5,7 +5,7 @@ rows and input columns, its bias and its tail's per-channel constants lose entri
 each layer's multiply-accumulates, is a *term*: its original size times, per axis that shrinks, the fraction of
 that axis' channels that stay. Evaluating all terms for a set of removed channels costs a few array sums, which
 is what lets a size budget be met by bisection without running or rewriting the model. The terms mirror the
-edits of :mod:`onnxslice.surgery.restructure` (one place per layer kind there, one here); the tests compare both
+edits of :mod:`onnxslice.surgery.ops` (one place per layer kind there, one here); the tests compare both
 on every torchvision family. Not counted: the offsets restructure adds after a tail that maps zero elsewhere,
 which only a slice that drops part of a class needs (a group-aware slice never does; one such constant of the
 layer's kept channel count per layer).
@@ -23,11 +23,8 @@ from onnxslice.graph import NeuronLayer
 from onnxslice.graph_utils import attribute
 from onnxslice.large import FLOAT_TYPES
 from onnxslice.measure.stats import count_params, macs_by_node
-from onnxslice.surgery.groups import ChannelGroups, Track
-
-#: Element-wise ops whose constant operands restructure slices along the channel axis (its EDITS).
-SLICED_CONSTANTS = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "Sum", "Mean", "Where", "PRelu", "Clip",
-                    "BatchNormalization"}
+from onnxslice.surgery.analysis import ChannelGroups, Track
+from onnxslice.surgery.ops import family_of
 
 
 @dataclass
@@ -129,7 +126,7 @@ def _layer_terms(groups: ChannelGroups, node: onnx.NodeProto, layer: NeuronLayer
 def _constant_term(node: onnx.NodeProto, index: int, init: onnx.TensorProto, track: Track | None) -> Term:
     """A constant operand of an element-wise op: sliced along the channel axis when it spans it."""
     size, dims = int(np.prod(init.dims)), list(init.dims)
-    if track is None or node.op_type not in SLICED_CONSTANTS:
+    if track is None or not family_of(node.op_type).slices_constants:
         return Term(size)
     channels = track.along_axis()
     if node.op_type == "BatchNormalization":
