@@ -145,7 +145,7 @@ class Analysis:
         self.mask_points = {layer.output: layer for layer in self.scan.layers}
         self.nodes = {node.name: node for node in model.graph.node}
         self.consts = constant_values(model)
-        self.shapes = shapes_of(model)
+        self.shapes = _shapes(model)
         self.users = consumers_of(model)
         self.uf = UnionFind()
         self.tracks: dict[str, Track] = {}
@@ -248,7 +248,7 @@ def expand_rank(array: np.ndarray, rank: int) -> np.ndarray:
     return array.reshape((1,) * (rank - array.ndim) + array.shape) if array.ndim < rank else array
 
 
-def shapes_of(model: onnx.ModelProto) -> dict[str, list[int | str | None]]:
+def _shapes(model: onnx.ModelProto) -> dict[str, list[int | str | None]]:
     """Tensor shapes: an int per static axis, the symbol (e.g. 'batch') or None per dynamic one."""
     shapes = tensor_shapes(model.graph)
     for init in model.graph.initializer:
