@@ -36,7 +36,7 @@ from onnxslice.slicing.artifact import LayerSlice, Slice
 from onnxslice.slicing.groups import SelectionGroups
 from onnxslice.slicing.strategies import STRATEGIES, Ranking, Strategy, class_scores, ranking
 from onnxslice.surgery.analysis import Analysis
-from onnxslice.surgery.ops import OPS, OpFamily, family_of
+from onnxslice.surgery.ops import OPS, OpFamily, family_of, register
 from onnxslice_cli.main import COMMANDS, cli
 
 MLP = Path(__file__).parent.parent / "models" / "mlp_digits.onnx"
@@ -111,6 +111,15 @@ def test_a_new_op_family_is_restructured_like_the_mask(tmp_path, monkeypatch):
     x = np.random.default_rng(1).normal(size=(16, 3, 8, 8)).astype(np.float32)
     masked = _outputs(api.mask(model, piece), x)
     np.testing.assert_allclose(_outputs(result.model, x), masked, rtol=1e-4, atol=1e-4 * np.abs(masked).max())
+
+
+def test_an_op_has_one_family():
+    class AnotherRelu(OpFamily):
+        ops = frozenset({"Relu", "Cos"})
+
+    with pytest.raises(ValueError, match="already in the table: Relu"):
+        register(AnotherRelu)
+    assert "Cos" not in OPS
 
 
 # -- (b) a metric and (c) a strategy, on the bundled MLP ----------------------------------------------------------
