@@ -128,3 +128,15 @@ def test_help_and_version_import_no_heavy_library():
             "print('loaded:', sorted(m for m in ('numpy', 'onnx', 'onnxruntime', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("loaded: []")
+
+
+def test_pyproject_lists_every_package():
+    """A wheel holds only the packages pyproject.toml lists (setuptools ``packages``): the oracle is the tree,
+    every folder with an ``__init__.py`` under onnxslice/ (and cli/, installed as onnxslice_cli)."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    in_tree = {".".join(init.parent.relative_to(root).parts) for init in (root / "onnxslice").rglob("__init__.py")}
+    assert listed == in_tree | {"onnxslice_cli"}
