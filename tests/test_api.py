@@ -139,10 +139,11 @@ def test_the_commands_use_the_library_only_through_the_api():
 
 
 def test_the_slicing_commands_write_what_the_api_returns(tmp_path):
-    """Oracle: the API on the same inputs — ``onnxslice slice --data`` writes the slice ``osl.select`` makes from
-    the same data (profiled there), ``onnxslice restructure`` the model ``osl.restructure(...).model`` saves
-    (byte for byte), ``onnxslice inspect --model`` reports what ``osl.inspect`` does, and ``onnxslice sweep``
-    gives ``osl.sweep``'s points."""
+    """Oracle: the API on the same inputs — ``onnxslice profile`` writes the contributions ``osl.profile``
+    measures, ``onnxslice evaluate`` reports ``osl.evaluate``'s accuracy, ``onnxslice slice --data`` writes the
+    slice ``osl.select`` makes from the same data (profiled there), ``onnxslice restructure`` the model
+    ``osl.restructure(...).model`` saves (byte for byte), ``onnxslice inspect --model`` reports what
+    ``osl.inspect`` does, and ``onnxslice sweep`` gives ``osl.sweep``'s points."""
     import json
 
     from click.testing import CliRunner
@@ -155,8 +156,19 @@ def test_the_slicing_commands_write_what_the_api_returns(tmp_path):
         assert result.exit_code == 0, result.stderr
         return json.loads(result.stdout)
 
+    import numpy as np
+
     model = osl.load(MLP)
     data = osl.load_data("digits:train")
+    command("profile", str(MLP), "--data", "digits:train", "--metric", "avg", "--max-per-class", "20", "-q", "-o",
+            str(tmp_path / "profile.npz"))
+    written, measured = osl.Profile.load(tmp_path / "profile.npz"), osl.profile(model, data, ["avg"], 20)
+    assert written.model_sha256 == measured.model_sha256 and written.layer_sizes == measured.layer_sizes
+    for layer, values in measured.contributions["avg"].items():
+        assert np.array_equal(written.contributions["avg"][layer], values), layer
+    assert command("evaluate", str(MLP), "--data", "digits:test")["accuracy"] == osl.evaluate(model,
+                                                                                            "digits:test")["accuracy"]
+
     command("slice", str(MLP), "--data", "digits:train", "--metric", "avg", "--strategy", "global", "--ratio",
             "0.5", "--max-per-class", "20", "-o", str(tmp_path / "cli.json"))
     piece = osl.select(model, None, "avg", "global", data=data, ratio=0.5, max_per_class=20)
