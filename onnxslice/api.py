@@ -88,7 +88,8 @@ def load(path: str | Path) -> Model:
 
 
 def load_profile(path: str | Path, model: Model | str | Path, metrics: Sequence[str] = ()) -> Profile:
-    """The profile in ``path``, checked to be of ``model`` and to hold ``metrics``, else an InputError."""
+    """The profile in ``path``, checked to be of ``model`` (by its file's hash; a model made in memory has none)
+    and to hold ``metrics``, else an InputError."""
     model = _model(model)
     profile = Profile.load(path)
     if model.sha256 is not None:
@@ -100,7 +101,8 @@ def load_profile(path: str | Path, model: Model | str | Path, metrics: Sequence[
 
 
 def load_slice(path: str | Path, model: Model | str | Path | None = None) -> Slice:
-    """The slice in ``path``; with ``model``, checked to be made for it (else an InputError)."""
+    """The slice in ``path``; with ``model``, checked to be made for it (its file's hash and neuron layers), else
+    an InputError."""
     piece = Slice.load(path)
     if model is not None:
         _check_slice(piece, _model(model))
