@@ -22,7 +22,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from onnxslice.profiling import profile_model  # noqa: E402
+import onnxslice as osl  # noqa: E402
 from tests.helpers import digits32, export_onnx, resnet18_digits  # noqa: E402
 
 ONNXSLICE = str(Path(sys.executable).with_name("onnxslice"))
@@ -43,8 +43,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         model = export_onnx(resnet18_digits(), (1, 32, 32), folder / "resnet18.onnx")
-        profile_model(str(model), digits32("train").cap_per_class(8), [args.metric], max_per_class=8, device="cpu",
-                      progress=False).save(folder / "profile.npz")
+        osl.profile(model, digits32("train").cap_per_class(8), [args.metric], max_per_class=8,
+                    device="cpu").save(folder / "profile.npz")
         print(f"resnet18 1x32x32, profile metric {args.metric}; wall time of the whole command (s)")
         for strategy, option in (("global", ["--ratio", "0.5"]), ("semantic", ["--theta", "0.95"]),
                                  ("category", ["--ratio", "0.5"])):

@@ -1,10 +1,11 @@
-"""A genuine model over protobuf's 2 GB limit through `onnxslice restructure`, `mask` and `evaluate`.
+"""A genuine model over protobuf's 2 GB limit through `restructure`, `mask` and `evaluate` of the API.
 
 The model is models/mlp_digits.onnx with ``--dead`` planted dead neurons appended to its first hidden layer
 (zero weights and bias before the ReLU, random weights where the next layer reads them): 2.25 GB of
 weights with the default 1,750,000, saved with external data. Its slice keeps the 512 original neurons,
 so the pruned model is the original MLP again and every accuracy must equal the original's. Prints wall
-time and peak memory (RSS) of each command, run one at a time in a child process.
+time and peak memory (RSS) of each job (what the command of the same name does: load, one API call, write),
+run one at a time in a child process.
 
     python benchmarks/large_model.py [--dead 1750000] [--folder /tmp/onnxslice-large]
 """
@@ -25,8 +26,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+import onnxslice as osl  # noqa: E402
 from onnxslice.files import sha256_of  # noqa: E402
 from onnxslice.large import tensor_bytes  # noqa: E402
 from onnxslice.slicing.artifact import LayerSlice, Slice  # noqa: E402
@@ -54,15 +57,37 @@ def build(dead: int, path: Path) -> int:
     return weights
 
 
-def run(*args: str) -> tuple[dict, float, float]:
-    """One onnxslice command in a child process: its JSON result, wall seconds and peak RSS in GB."""
+def restructure(model: str, slice_path: str, out: str) -> dict:
+    """``onnxslice restructure --latency-batch 1 --device cpu``: the sizes, latency, verification, weights file."""
+    loaded = osl.load(model)
+    result = osl.restructure(loaded, osl.load_slice(slice_path, loaded), device="cpu", latency_batch=1,
+                             latency_seconds=2.0)
+    return {**result.to_json(), "external_data": result.model.save(out)}
+
+
+def mask(model: str, slice_path: str, out: str) -> dict:
+    """``onnxslice mask``: the parameters the masked model still uses, and its weights file."""
+    loaded = osl.load(model)
+    piece = osl.load_slice(slice_path, loaded)
+    return {**osl.kept_fraction(loaded, piece), "external_data": osl.mask(loaded, piece).save(out)}
+
+
+def evaluate(model: str) -> dict:
+    """``onnxslice evaluate --data digits:test --device cpu``."""
+    return osl.evaluate(model, "digits:test", "cpu")
+
+
+def run(job: str, *args: str) -> tuple[dict, float, float]:
+    """One job of this module in a child process: its result, wall seconds and peak RSS in GB."""
+    code = (f"import json, sys; sys.path.insert(0, {str(HERE)!r}); import large_model; "
+            f"print(json.dumps(large_model.{job}(*{args!r}), default=float))")
     start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "onnxslice_cli", *args, "--json"], stdout=subprocess.PIPE)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     stdout = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"onnxslice {args[0]} failed")
+        raise SystemExit(f"{job} failed")
     return json.loads(stdout), seconds, usage.ru_maxrss * 1024 / 1e9
 
 
@@ -78,16 +103,14 @@ def main() -> None:
     print(f"model: {weights / 1e9:.3f} GB of weights (protobuf's limit is {2**31 / 1e9:.3f} GB)", flush=True)
     Slice(sha256_of(big), {"/0/Gemm": LayerSlice(512 + args.dead, list(range(512)))}).save(slice_path)
     pruned, masked = args.folder / "pruned.onnx", args.folder / "masked.onnx"
-    data = ["--data", "digits:test", "--device", "cpu"]
     rows = [
-        ("restructure", run("restructure", str(big), "--slice", str(slice_path), "-o", str(pruned),
-                            "--latency-batch", "1", "--device", "cpu")),
-        ("mask", run("mask", str(big), "--slice", str(slice_path), "-o", str(masked))),
-        ("evaluate big", run("evaluate", str(big), *data)),
-        ("evaluate pruned", run("evaluate", str(pruned), *data)),
-        ("evaluate original", run("evaluate", str(ORIGINAL), *data)),
+        ("restructure", run("restructure", str(big), str(slice_path), str(pruned))),
+        ("mask", run("mask", str(big), str(slice_path), str(masked))),
+        ("evaluate big", run("evaluate", str(big))),
+        ("evaluate pruned", run("evaluate", str(pruned))),
+        ("evaluate original", run("evaluate", str(ORIGINAL))),
     ]
-    print(f"{'command':<20}{'wall s':>8}{'peak RSS GB':>13}  result")
+    print(f"{'job':<20}{'wall s':>8}{'peak RSS GB':>13}  result")
     for name, (result, seconds, rss) in rows:
         keys = ("params_before", "params_after", "external_data", "max_abs_diff") if name == "restructure" else (
             ("params", "params_kept", "external_data") if name == "mask" else ("accuracy", "params", "macs"))

@@ -15,11 +15,9 @@ import onnx
 
 from onnxslice.data import DataSource, ImageOptions, load_data, source_path
 from onnxslice.errors import InputError, VerificationError, one_line
-from onnxslice.files import check_outputs, sha256_of
-from onnxslice.graph import find_neuron_layers, load_model
+from onnxslice.files import check_outputs
 from onnxslice.large import external_data_files
 from onnxslice.runtime import DEVICES
-from onnxslice.slicing.artifact import Slice
 
 log = logging.getLogger("onnxslice")
 
@@ -185,11 +183,3 @@ def input_channels(model: onnx.ModelProto, channels_last: bool = False) -> int |
         dim = dims[3 if channels_last else 1]
         return dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
     return None
-
-
-def load_model_and_slice(model: str, slice_path: str) -> tuple[onnx.ModelProto, Slice]:
-    """The canonical model and its slice; a slice made for another model is an InputError."""
-    onnx_model = load_model(model)
-    piece = Slice.load(slice_path)
-    piece.check_against(sha256_of(model), find_neuron_layers(onnx_model), model)
-    return onnx_model, piece

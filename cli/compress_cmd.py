@@ -6,12 +6,10 @@ from pathlib import Path
 
 import click
 
+from onnxslice import api
 from onnxslice.compression.loop import DEFAULT_MAX_DROP, DEFAULT_MAX_ITERATIONS, DEFAULT_STEP
-from onnxslice.compression.loop import compress as run_compress
-from onnxslice.compression.methods import METHODS, make_method
+from onnxslice.compression.methods import METHODS
 from onnxslice.errors import InputError
-from onnxslice.graph import load_model
-from onnxslice.large import write_model
 from onnxslice_cli.common import (
     DataSpec,
     InputFile,
@@ -20,7 +18,6 @@ from onnxslice_cli.common import (
     device_option,
     emit,
     json_option,
-    load_model_and_slice,
     model_argument,
     open_data,
     reports_errors,
@@ -58,19 +55,16 @@ def compress(model: str, slice_path: str | None, data_spec: str, method: str, st
     the report says how much a sparse (CSR) format of the pruned weights would save.
     """
     out = Path(output)
-    if slice_path:
-        original, piece = load_model_and_slice(model, slice_path)
-        kept = piece.kept()
-    else:
-        original, kept = load_model(model), None
-    data = open_data(data_spec, image, model=original)
-    result = run_compress(original, data, make_method(method), kept, step, max_drop, device, max_iterations,
-                          progress=not as_json)
+    original = api.load(model)
+    piece = api.load_slice(slice_path, original) if slice_path else None
+    data = open_data(data_spec, image, model=original.proto)
+    result = api.compress(original, data, method, piece, step=step, max_drop=max_drop, device=device,
+                          max_iterations=max_iterations, progress=not as_json)
     if not result.within_budget:
         raise InputError(f"{slice_path}: the restructured model scores {result.accuracy_start:.4f} on {data.name}, "
                          f"more than --max-drop {max_drop} below the original's {result.accuracy_original:.4f}; "
                          "nothing written")
-    write_model(result.model, out)
+    api.Model(result.model).save(out)
     emit({"output": str(out), "model": model, "slice": slice_path, "method": method, "step": step,
           "max_drop": max_drop, "data": data.name, **result.to_json()}, as_json, format_compress)
 

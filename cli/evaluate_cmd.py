@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from onnxslice.graph import load_model
-from onnxslice.measure.evaluate import evaluate as evaluate_model
+from onnxslice import api
 from onnxslice_cli.common import (
     DataSpec,
     InputFile,
@@ -37,14 +36,14 @@ COMPARED = [("accuracy", "accuracy", "{:.4f}"), ("params", "parameters", "{:,}")
 def evaluate(model: str, data_spec: str, baseline: str | None, batch_size: int, device: str, as_json: bool,
              **image: object) -> None:
     """Accuracy overall and per class, parameters, MACs and latency of MODEL on DATA."""
-    onnx_model = load_model(model)
-    baseline_model = load_model(baseline) if baseline else None
-    data = open_data(data_spec, image, model=onnx_model)
-    result = {"model": model, **evaluate_model(onnx_model, data, device, batch_size)}
+    loaded = api.load(model)
+    baseline_model = api.load(baseline) if baseline else None
+    data = open_data(data_spec, image, model=loaded.proto)
+    result = {"model": model, **api.evaluate(loaded, data, device, batch_size)}
     if baseline_model is None:
         emit(result, as_json, format_evaluation)
         return
-    result["baseline"] = {"model": baseline, **evaluate_model(baseline_model, data, device, batch_size)}
+    result["baseline"] = {"model": baseline, **api.evaluate(baseline_model, data, device, batch_size)}
     emit(result, as_json, format_comparison)
 
 

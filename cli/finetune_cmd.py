@@ -6,11 +6,8 @@ from pathlib import Path
 
 import click
 
-from onnxslice.graph import load_model
-from onnxslice.large import write_model
+from onnxslice import api
 from onnxslice.maintain.finetune import FinetuneOptions
-from onnxslice.maintain.finetune import finetune as finetune_model
-from onnxslice.measure.stats import count_macs, count_params
 from onnxslice_cli.common import (
     DataSpec,
     OutputFile,
@@ -20,7 +17,7 @@ from onnxslice_cli.common import (
     model_argument,
     reports_errors,
 )
-from onnxslice_cli.maintain_options import DATA_HELP, finetune_options, finetune_settings, open_optional
+from onnxslice_cli.maintain_options import DATA_HELP, finetune_options, open_optional
 
 
 @click.command()
@@ -44,17 +41,17 @@ def finetune(model: str, data_spec: str, epochs: int, lr: float, batch_size: int
     against the trained module before writing.
     """
     out = Path(output)
-    onnx_model = load_model(model)
-    data = open_optional(data_spec, image, max_per_class, onnx_model)
-    val = open_optional(val_spec, image, max_per_class, onnx_model)
-    options = finetune_settings(epochs, lr, batch_size, weight_decay, seed, val_fraction, batchnorm)
-    result = finetune_model(onnx_model, data, options, val=val, progress=not as_json)
-    write_model(result.model, out)
+    loaded = api.load(model)
+    data = open_optional(data_spec, image, max_per_class, loaded.proto)
+    val = open_optional(val_spec, image, max_per_class, loaded.proto)
+    result = api.finetune(loaded, data, val, progress=not as_json, epochs=epochs, lr=lr, batch_size=batch_size,
+                          weight_decay=weight_decay, seed=seed, val_fraction=val_fraction, batchnorm=batchnorm)
+    result.model.save(out)
     emit({"output": str(out), "model": model, "data": data.name,
           "val_data": val.name if val is not None else (f"{val_fraction:g} of {data.name}" if val_fraction else None),
           "epochs": epochs, "lr": lr, "batch_size": batch_size, "batchnorm": batchnorm,
-          "params_before": count_params(onnx_model), "params_after": count_params(result.model),
-          "macs_before": count_macs(onnx_model), "macs_after": count_macs(result.model),
+          "params_before": loaded.params, "params_after": result.model.params,
+          "macs_before": loaded.macs, "macs_after": result.model.macs,
           **result.to_json()}, as_json, format_finetune)
 
 

@@ -6,12 +6,8 @@ from pathlib import Path
 
 import click
 
-from onnxslice.data import classes_in, parse_class_filter
+from onnxslice import api
 from onnxslice.errors import InputError
-from onnxslice.large import write_model
-from onnxslice.maintain.incremental import incremental as learn_incrementally
-from onnxslice.maintain.incremental import old_categories
-from onnxslice.runtime import scores_output
 from onnxslice_cli.common import (
     DataSpec,
     InputFile,
@@ -19,17 +15,10 @@ from onnxslice_cli.common import (
     data_options,
     emit,
     json_option,
-    load_model_and_slice,
-    log,
     model_argument,
     reports_errors,
 )
-from onnxslice_cli.maintain_options import (
-    DATA_HELP,
-    open_optional,
-    training_options,
-    training_settings,
-)
+from onnxslice_cli.maintain_options import DATA_HELP, open_optional, training_options
 
 
 @click.command()
@@ -67,24 +56,19 @@ def incremental(model: str, slice_path: str, data_spec: str, replay_spec: str | 
     if replay_fraction is not None and not replay_spec:
         raise InputError("--replay-fraction needs --replay OLD_DATA")
     out, old_out = Path(output), Path(old_task_out) if old_task_out else None
-    onnx_model, piece = load_model_and_slice(model, slice_path)
-    classes = (classes_in(parse_class_filter(old_classes), scores_output(onnx_model)[1]) if old_classes
-               else old_categories(piece))
-    if not classes and train != "all":
-        log.warning("incremental: no old-task categories known (slice has no per-category lists, no --old-classes); "
-                    "every classifier row is trained")
-    replay = open_optional(replay_spec, image, max_per_class, onnx_model)
-    if replay is not None:
-        replay = replay.fraction(replay_fraction if replay_fraction is not None else 1.0, seed)
-    old_eval = open_optional(old_eval_spec or replay_spec, image, max_per_class, onnx_model)
-    new_model, old_model, report = learn_incrementally(
-        onnx_model, piece, open_optional(data_spec, image, max_per_class, onnx_model), replay=replay,
-        old_eval=old_eval, new_eval=open_optional(eval_spec, image, max_per_class, onnx_model), old_classes=classes,
-        options=training_settings(epochs, lr, batch_size, weight_decay, seed, progress=not as_json),
-        train_all=train == "all")
-    write_model(new_model, out)
+    loaded = api.load(model)
+    piece = api.load_slice(slice_path, loaded)
+    replay = open_optional(replay_spec, image, max_per_class, loaded.proto)
+    old_eval = open_optional(old_eval_spec or replay_spec, image, max_per_class, loaded.proto)
+    new_model, old_model, report = api.incremental(
+        loaded, piece, open_optional(data_spec, image, max_per_class, loaded.proto), replay=replay,
+        old_eval=old_eval, new_eval=open_optional(eval_spec, image, max_per_class, loaded.proto),
+        train_all=train == "all", old_classes=old_classes,
+        replay_fraction=replay_fraction if replay_fraction is not None else 1.0, epochs=epochs, lr=lr,
+        batch_size=batch_size, weight_decay=weight_decay, seed=seed, progress=not as_json)
+    new_model.save(out)
     if old_out is not None:
-        write_model(old_model, old_out)
+        old_model.save(old_out)
     emit({"output": str(out), "old_task_output": str(old_out) if old_out else None, "model": model,
           "slice": slice_path, "replay_fraction": replay_fraction if replay else None, **report},
          as_json, format_incremental)

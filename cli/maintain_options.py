@@ -35,13 +35,6 @@ def training_options(command: Callable) -> Callable:
     return command
 
 
-def training_settings(epochs: int, lr: float, batch_size: int, weight_decay: float, seed: int,
-                      progress: bool = False) -> TrainingOptions:
-    """``progress``: a bar per epoch on stderr when stderr is a terminal."""
-    return TrainingOptions(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed,
-                           progress=progress)
-
-
 def open_optional(spec: str | None, image: dict, max_per_class: int | None,
                   model: onnx.ModelProto | None = None) -> DataSource | None:
     """Open a DATA option that may be absent; the image options are not consumed (several data sets share them).

@@ -5,24 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import numpy as np
-import onnx
 
-from onnxslice.large import check_model, write_model
-from onnxslice.measure.stats import fixed_input_shape
-from onnxslice.runtime import make_session, run_session
-from onnxslice.slicing.summary import neuron_fraction, parameter_fraction
-from onnxslice.surgery.mask import mask_model
-from onnxslice_cli.common import (
-    InputFile,
-    OutputFile,
-    emit,
-    json_option,
-    load_model_and_slice,
-    log,
-    model_argument,
-    reports_errors,
-)
+from onnxslice import api
+from onnxslice_cli.common import InputFile, OutputFile, emit, json_option, model_argument, reports_errors
 
 
 @click.command()
@@ -35,30 +20,11 @@ from onnxslice_cli.common import (
 def mask(model: str, slice_path: str, output: str, as_json: bool) -> None:
     """Zero the non-critical neurons of SLICE where their consumers read them; shapes unchanged -> masked.onnx."""
     out = Path(output)
-    onnx_model, piece = load_model_and_slice(model, slice_path)
-    masked = mask_model(onnx_model, piece.kept())
-    check_model(masked)
-    check_runs(onnx_model, masked)
-    data = write_model(masked, out)
+    loaded = api.load(model)
+    piece = api.load_slice(slice_path, loaded)
+    data = api.mask(loaded, piece).save(out)
     emit({"output": str(out), "model": model, "slice": slice_path, "external_data": data,
-          **parameter_fraction(onnx_model, piece),
-          "neuron_fraction": neuron_fraction(piece),
-          "zeroed": {name: layer.size - len(layer.kept) for name, layer in piece.layers.items()}},
-         as_json, format_mask)
-
-
-def check_runs(original: onnx.ModelProto, masked: onnx.ModelProto) -> None:
-    """Run the masked model in onnxruntime on a zero input of the model's own shape; its outputs must have the
-    original's shapes. Skipped when that probe does not fit the original itself (e.g. dynamic image sizes)."""
-    probe = np.zeros(fixed_input_shape(original, batch=2), np.float32)
-    try:
-        expected = run_session(make_session(original, "cpu"), probe)
-    except Exception:  # noqa: BLE001 - the probe shape does not fit this model: nothing to compare with
-        log.debug("mask: the probe input does not fit %s; run check skipped", original.graph.name, exc_info=True)
-        return
-    shapes = [out.shape for out in run_session(make_session(masked, "cpu"), probe)]
-    if shapes != [out.shape for out in expected]:
-        raise RuntimeError(f"the masked model's output shapes {shapes} differ from the original's")
+          **api.kept_fraction(loaded, piece)}, as_json, format_mask)
 
 
 def format_mask(result: dict) -> str:

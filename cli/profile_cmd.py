@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
+from onnxslice import api
 from onnxslice.errors import InputError
-from onnxslice.graph import find_neuron_layers, load_model
-from onnxslice.profiling import METRICS, profile_model
+from onnxslice.profiling.metrics import METRICS
 from onnxslice.profiling.profiler import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PER_CLASS, DEFAULT_METRICS
 from onnxslice_cli.common import (
     DataSpec,
@@ -55,10 +55,10 @@ def profile(model: str, list_layers: bool, data_spec: str | None, metrics: tuple
     if data_spec is None or output is None:
         raise InputError("profile needs --data DATA and -o profile.npz (or --list-layers)")
     out = Path(output)
-    onnx_model = load_model(model)
-    data = open_data(data_spec, image, model=onnx_model)
-    result = profile_model(model, data, metrics or DEFAULT_METRICS, max_per_class, device, batch_size,
-                           progress=not quiet, loaded=onnx_model)
+    loaded = api.load(model)
+    data = open_data(data_spec, image, model=loaded.proto)
+    result = api.profile(loaded, data, metrics or DEFAULT_METRICS, max_per_class, device, progress=not quiet,
+                         batch_size=batch_size)
     result.save(out)
     summary = {
         "output": str(out), "model": model, "model_sha256": result.model_sha256, "data": result.data,
@@ -71,7 +71,7 @@ def profile(model: str, list_layers: bool, data_spec: str | None, metrics: tuple
 
 
 def layer_listing(model: str) -> dict:
-    scan = find_neuron_layers(load_model(model))
+    scan = api.load(model).layers
     return {
         "model": model,
         "layers": [{"name": layer.name, "display": layer.display, "op_type": layer.op_type, "size": layer.size,

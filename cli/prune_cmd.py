@@ -12,11 +12,9 @@ from pathlib import Path
 
 import click
 
-from onnxslice.graph import load_model
-from onnxslice.large import write_model
+from onnxslice import api
 from onnxslice.measure.stats import DEFAULT_LATENCY_SECONDS
 from onnxslice.pipeline import DEFAULT_METRIC, DEFAULT_STRATEGY, PRUNE_FINETUNING
-from onnxslice.pipeline import prune as prune_model
 from onnxslice.profiling.metrics import METRICS
 from onnxslice.profiling.profiler import DEFAULT_MAX_PER_CLASS
 from onnxslice.slicing.budget import DEFAULT_ROUND_TO, DEFAULT_TOLERANCE
@@ -84,18 +82,16 @@ def prune(model: str, data_spec: str, target_macs: float | None, target_params: 
     more than 5% slower or more than 2 points less accurate than the original, unless --allow-worse.
     """
     out = Path(output)
-    onnx_model = load_model(model)
-    data = open_data(data_spec, dict(image), model=onnx_model)
-    val = open_optional(val_spec, image, None, onnx_model)
-    eval_data = open_optional(eval_spec, image, None, onnx_model)
-    result = prune_model(onnx_model, data, target_macs=target_macs, target_params=target_params, strategy=strategy,
-                         metric=metric, round_to=round_to,
-                         options=finetune_settings(epochs, lr, batch_size, weight_decay, seed, val_fraction,
-                                                   batchnorm),
-                         val_data=val, eval_data=eval_data, device=device, max_per_class=max_per_class,
-                         latency_batch=latency_batch, latency_seconds=latency_seconds, model_path=model,
-                         progress=not as_json)
-    external = write_model(result.model, out)
+    loaded = api.load(model)
+    data = open_data(data_spec, dict(image), model=loaded.proto)
+    val = open_optional(val_spec, image, None, loaded.proto)
+    eval_data = open_optional(eval_spec, image, None, loaded.proto)
+    result = api.prune(loaded, data, target_macs=target_macs, target_params=target_params, strategy=strategy,
+                       metric=metric, round_to=round_to,
+                       options=finetune_settings(epochs, lr, batch_size, weight_decay, seed, val_fraction, batchnorm),
+                       val_data=val, eval_data=eval_data, device=device, max_per_class=max_per_class,
+                       latency_batch=latency_batch, latency_seconds=latency_seconds, progress=not as_json)
+    external = result.model.save(out)
     emit({"output": str(out), "model": model, "data": data.name, "external_data": external, **result.to_json()},
          as_json, format_prune)
     problems = result.problems()

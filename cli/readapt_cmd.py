@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from onnxslice.large import write_model
+from onnxslice import api
 from onnxslice.maintain.attacks import ATTACKS, DEFAULT_EPS_FRACTION
-from onnxslice.maintain.readapt import readapt as readapt_model
 from onnxslice_cli.common import (
     DataSpec,
     InputFile,
@@ -16,16 +15,10 @@ from onnxslice_cli.common import (
     data_options,
     emit,
     json_option,
-    load_model_and_slice,
     model_argument,
     reports_errors,
 )
-from onnxslice_cli.maintain_options import (
-    DATA_HELP,
-    open_optional,
-    training_options,
-    training_settings,
-)
+from onnxslice_cli.maintain_options import DATA_HELP, open_optional, training_options
 
 
 @click.command()
@@ -55,15 +48,14 @@ def readapt(model: str, slice_path: str, data_spec: str, eval_spec: str | None, 
             **image: object) -> None:
     """Train only the critical neurons of MODEL on CE(x) + CE(adv(x)) -> out.onnx; reports TPR, RA, RAA."""
     out = Path(output)
-    onnx_model, piece = load_model_and_slice(model, slice_path)
-    data = open_optional(data_spec, image, max_per_class, onnx_model)
-    eval_data = open_optional(eval_spec, image, max_per_class, onnx_model)
-    adapted, report = readapt_model(onnx_model, piece, data, eval_data=eval_data, attack=attack, eps=eps,
-                                    clip=tuple(clip) if clip else None,
-                                    options=training_settings(epochs, lr, batch_size, weight_decay, seed,
-                                                              progress=not as_json),
-                                    train_all=train == "all")
-    write_model(adapted, out)
+    loaded = api.load(model)
+    piece = api.load_slice(slice_path, loaded)
+    data = open_optional(data_spec, image, max_per_class, loaded.proto)
+    eval_data = open_optional(eval_spec, image, max_per_class, loaded.proto)
+    adapted, report = api.readapt(loaded, piece, data, eval_data, attack, eps, tuple(clip) if clip else None,
+                                  train == "all", epochs=epochs, lr=lr, batch_size=batch_size,
+                                  weight_decay=weight_decay, seed=seed, progress=not as_json)
+    adapted.save(out)
     emit({"output": str(out), "model": model, "slice": slice_path, **report}, as_json, format_readapt)
 
 

@@ -10,12 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import onnx
 
-from onnxslice.large import write_model
-from onnxslice.measure.stats import DEFAULT_LATENCY_SECONDS, count_macs, count_params, latency
-from onnxslice.surgery.restructure import restructure as restructure_model
-from onnxslice.surgery.verify import probe_samples, verify
+from onnxslice import api
+from onnxslice.measure.stats import DEFAULT_LATENCY_SECONDS
 from onnxslice_cli.common import (
     DataSpec,
     InputFile,
@@ -24,8 +21,6 @@ from onnxslice_cli.common import (
     device_option,
     emit,
     json_option,
-    load_model_and_slice,
-    log,
     model_argument,
     open_data,
     reports_errors,
@@ -57,39 +52,14 @@ def restructure(model: str, slice_path: str, output: str, latency_batch: int, la
     shrunk (coupled to something not understood) are kept whole and listed with the reason.
     """
     out = Path(output)
-    original, piece = load_model_and_slice(model, slice_path)
-    kept = piece.kept()
-    pruned, report = restructure_model(original, kept)
-    samples = probe_samples(open_data(data_spec, image, model=original), original) if data_spec else None
-    check = verify(original, pruned, kept, device, samples=samples)
-    if not check.informative:
-        log.warning("restructure: verification says little: the model's outputs hardly vary across %s "
-                    "(output scale %.3g); give --data for real inputs", check.probes, check.output_scale)
-    data = write_model(pruned, out)
-    result = {
-        "output": str(out), "model": model, "slice": slice_path, "external_data": data,
-        "params_before": count_params(original), "params_after": count_params(pruned),
-        "macs_before": count_macs(original), "macs_after": count_macs(pruned),
-        **latency_fields(original, pruned, latency_batch, latency_seconds, device),
-        "max_abs_diff": check.max_abs_diff, "output_scale": check.output_scale, "probes": check.probes,
-        "verification_informative": check.informative,
-        **report.to_json(),
-    }
-    emit(result, as_json, format_restructure)
-
-
-def latency_fields(original: onnx.ModelProto, pruned: onnx.ModelProto, batch: int, seconds: float,
-                   device: str) -> dict:
-    """``latency_ms_before/after`` (None when ``seconds`` is 0: ``latency_skipped``), with the runs and seconds
-    each measurement took."""
-    if seconds == 0:
-        return {"latency_ms_before": None, "latency_ms_after": None, "latency_batch": batch,
-                "latency_skipped": True}
-    before = latency(original, batch, device=device, max_seconds=seconds)
-    after = latency(pruned, batch, device=device, max_seconds=seconds)
-    return {"latency_ms_before": before.ms, "latency_ms_after": after.ms, "latency_batch": batch,
-            "latency_skipped": False, "latency_runs": [before.runs, after.runs],
-            "latency_seconds": [before.seconds, after.seconds], "latency_max_seconds": seconds}
+    original = api.load(model)
+    piece = api.load_slice(slice_path, original)
+    data = open_data(data_spec, image, model=original.proto) if data_spec else None
+    result = api.restructure(original, piece, data=data, device=device, latency_batch=latency_batch,
+                             latency_seconds=latency_seconds)
+    external = result.model.save(out)
+    emit({"output": str(out), "model": model, "slice": slice_path, "external_data": external, **result.to_json()},
+         as_json, format_restructure)
 
 
 def format_restructure(result: dict) -> str:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import click
 
-from onnxslice.errors import InputError
-from onnxslice.files import sha256_of
-from onnxslice.graph import find_neuron_layers, load_model
-from onnxslice.profiling.artifact import REPRESENTATIONS, Profile
+from onnxslice import api
+from onnxslice.api import DEFAULT_METRIC
+from onnxslice.profiling.artifact import REPRESENTATIONS
 from onnxslice.profiling.metrics import METRICS
-from onnxslice.profiling.profiler import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PER_CLASS, profile_model
-from onnxslice.slicing.budget import DEFAULT_ROUND_TO, DEFAULT_TOLERANCE, slice_model
+from onnxslice.profiling.profiler import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PER_CLASS
+from onnxslice.slicing.budget import DEFAULT_ROUND_TO, DEFAULT_TOLERANCE
 from onnxslice.slicing.strategies import DEFAULT_RATIO, DEFAULT_REPRESENTATION, DEFAULT_THETA, STRATEGIES
-from onnxslice.slicing.summary import layer_table, neuron_fraction
 from onnxslice_cli.common import (
     DataSpec,
     InputFile,
@@ -27,8 +25,6 @@ from onnxslice_cli.common import (
     reports_errors,
 )
 from onnxslice_cli.inspect_cmd import format_layers
-
-DEFAULT_METRIC = "taylor"
 
 
 @click.command("slice")
@@ -79,31 +75,22 @@ def slice(model: str, data_spec: str | None, profile_path: str | None, metric: s
     """Select the critical channels of MODEL (semantic, global or category-wise), deciding on the groups of
     channels restructure removes together -> slice.json. With --target-params / --target-macs, Θ or the ratio
     is chosen so that the restructured model has that fraction of the original's size."""
-    onnx_model = load_model(model)
-    scan = find_neuron_layers(onnx_model)
-    if profile_path:
-        profile = Profile.load(profile_path)
-        profile.check_against(sha256_of(model), profile_path, model)
-        if data_spec and data_spec != profile.data:
-            log.warning("--data %s is not read: the profile was measured on %s", data_spec, profile.data)
-        if metric is None:
-            metric = DEFAULT_METRIC if DEFAULT_METRIC in profile.metrics else profile.metrics[0]
-    elif data_spec:
-        metric = metric or DEFAULT_METRIC
-        data = open_data(data_spec, image, model=onnx_model)
-        profile = profile_model(model, data, [metric], max_per_class, device, batch_size, loaded=onnx_model)
-    else:
-        raise InputError("--data is required (or give --profile with a profile of the model)")
-    result = slice_model(onnx_model, profile, metric, strategy, theta=theta, ratio=ratio, step=step,
-                         centered=not uncentered, representation=representation, round_to=round_to,
-                         target_params=target_params, target_macs=target_macs)
-    result.check_against(profile.model_sha256, scan, model)
+    loaded = api.load(model)
+    profile = api.load_profile(profile_path, loaded) if profile_path else None
+    if profile is not None and data_spec and data_spec != profile.data:
+        log.warning("--data %s is not read: the profile was measured on %s", data_spec, profile.data)
+    data = open_data(data_spec, image, model=loaded.proto) if data_spec and profile is None else None
+    result = api.select(loaded, profile, metric, strategy, data=data, theta=theta, ratio=ratio, step=step,
+                        centered=not uncentered, representation=representation, round_to=round_to,
+                        target_params=target_params, target_macs=target_macs, max_per_class=max_per_class,
+                        batch_size=batch_size, device=device, progress=True)
     result.save(output)
-    summary = {"output": output, "model": model, "metric": metric, "strategy": strategy, "theta": result.theta,
-               "ratio": result.ratio, "step": result.step, "centered": result.centered,
-               "representation": result.representation, "round_to": round_to,
-               "target": result.target, "neuron_fraction": neuron_fraction(result), **(result.restructured or {}),
-               "layers": layer_table(result),
+    inspection = api.inspect(result)
+    summary = {"output": output, "model": model, "metric": result.metric, "strategy": strategy,
+               "theta": result.theta, "ratio": result.ratio, "step": result.step, "centered": result.centered,
+               "representation": result.representation, "round_to": round_to, "target": result.target,
+               "neuron_fraction": inspection["neuron_fraction"], **(result.restructured or {}),
+               "layers": inspection["layers"],
                "kept_whole": [{"name": name, "reason": reason} for name, reason in result.kept_whole.items()]}
     emit(summary, as_json, format_summary)
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from onnxslice import api
+from onnxslice.api import DEFAULT_METRIC
 from onnxslice.compression.deeparc import DEFAULT_THRESHOLD
 from onnxslice.compression.sweep import (
     DEFAULT_RATIOS,
@@ -13,19 +15,10 @@ from onnxslice.compression.sweep import (
     SLICING_STRATEGIES,
     parse_strategies,
     parse_values,
-    points_csv,
-    save_plot,
 )
-from onnxslice.compression.sweep import (
-    sweep as run_sweep,
-)
-from onnxslice.errors import InputError
-from onnxslice.files import sha256_of, write_atomically
-from onnxslice.graph import load_model
-from onnxslice.measure.evaluate import accuracy
-from onnxslice.profiling.artifact import Profile
+from onnxslice.files import write_atomically
 from onnxslice.profiling.metrics import METRICS
-from onnxslice.profiling.profiler import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PER_CLASS, profile_model
+from onnxslice.profiling.profiler import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PER_CLASS
 from onnxslice.slicing.budget import DEFAULT_ROUND_TO
 from onnxslice_cli.common import (
     DataSpec,
@@ -50,7 +43,7 @@ from onnxslice_cli.common import (
 @click.option("--profile", "profile_path", type=InputFile(), default=None,
               help="A profile.npz of MODEL with the metrics asked for: slice from it instead of profiling.")
 @click.option("--metric", "metrics", type=click.Choice(sorted(METRICS)), multiple=True,
-              help="Contribution metric (repeat for several; default taylor).")
+              help=f"Contribution metric (repeat for several; default {DEFAULT_METRIC}).")
 @click.option("--strategies", default=",".join(SLICING_STRATEGIES), show_default=True,
               help="Comma-separated: semantic, global, category, deeparc.")
 @click.option("--thetas", default=DEFAULT_THETAS, show_default=True,
@@ -86,32 +79,21 @@ def sweep(model: str, data_spec: str, eval_spec: str | None, profile_path: str |
     chosen = parse_strategies(strategies)
     theta_values, ratio_values = parse_values(thetas, "--thetas"), parse_values(ratios, "--ratios")
     target_values = parse_values(targets, "--targets") if targets else []
-    metrics = metrics or ("taylor",)
-    onnx_model = load_model(model)
-    data = open_data(data_spec, dict(image), model=onnx_model)
-    eval_data = open_data(eval_spec, dict(image), model=onnx_model) if eval_spec else data
-    if profile_path:
-        profile = Profile.load(profile_path)
-        profile.check_against(sha256_of(model), profile_path, model)
-        missing = [m for m in metrics if m not in profile.metrics]
-        if missing:
-            raise InputError(f"{profile_path}: the profile has no {', '.join(missing)} "
-                             f"(it has {', '.join(profile.metrics)})")
-        profile.metrics = list(metrics)
-    elif any(s != "deeparc" for s in chosen):
-        profile = profile_model(model, data, metrics, max_per_class, device, batch_size, loaded=onnx_model)
-    else:
-        profile = None
-    points = run_sweep(onnx_model, profile, eval_data, chosen, theta_values, ratio_values,
-                       data.cap_per_class(max_per_class), deeparc_threshold, device, round_to, target_values,
-                       target_kind, batch_size, progress=not as_json)
-    original = accuracy(onnx_model, eval_data, device, batch_size)["accuracy"]
+    metrics = metrics or (DEFAULT_METRIC,)
+    loaded = api.load(model)
+    data = open_data(data_spec, dict(image), model=loaded.proto)
+    eval_data = open_data(eval_spec, dict(image), model=loaded.proto) if eval_spec else data
+    profile = api.load_profile(profile_path, loaded, metrics) if profile_path else None
+    result = api.sweep(loaded, profile, data, chosen, theta_values, ratio_values, metrics=metrics,
+                       eval_data=eval_data, max_per_class=max_per_class, batch_size=batch_size, device=device,
+                       progress=not as_json, targets=target_values, target_kind=target_kind, round_to=round_to,
+                       deeparc_threshold=deeparc_threshold)
     if plot_path:
-        write_atomically(plot_path, lambda tmp: save_plot(points, tmp, Path(model).name, original))
+        write_atomically(plot_path, lambda tmp: result.save_plot(tmp, Path(model).name))
     if csv_path:
-        write_atomically(csv_path, lambda tmp: tmp.write_text(points_csv(points)))
-    emit({"model": model, "data": data.name, "eval_data": eval_data.name, "accuracy_original": original,
-          "plot": plot_path, "csv": csv_path, "points": points}, as_json, format_sweep)
+        write_atomically(csv_path, lambda tmp: tmp.write_text(result.csv()))
+    emit({"model": model, "data": data.name, "eval_data": eval_data.name, "accuracy_original": result.accuracy_original,
+          "plot": plot_path, "csv": csv_path, "points": result.points}, as_json, format_sweep)
 
 
 def format_sweep(result: dict) -> str:

@@ -19,8 +19,9 @@ __version__ = "0.1.0"
 
 #: public name -> the module that defines it
 _PUBLIC = {
-    **dict.fromkeys(["Model", "Restructured", "load", "profile", "select", "mask", "restructure", "evaluate",
-                     "finetune", "prune", "readapt", "incremental", "compress", "sweep"], "onnxslice.api"),
+    **dict.fromkeys(["Model", "Restructured", "Swept", "load", "load_profile", "load_slice", "profile", "select",
+                     "inspect", "mask", "kept_fraction", "restructure", "evaluate", "finetune", "prune", "readapt",
+                     "incremental", "compress", "sweep"], "onnxslice.api"),
     "Profile": "onnxslice.profiling.artifact", "Slice": "onnxslice.slicing.artifact",
     "DataSource": "onnxslice.data", "load_data": "onnxslice.data", "InputError": "onnxslice.errors",
 }

@@ -24,8 +24,8 @@ from onnxslice.maintain.roundtrip import FrozenGuard, Trainable, train_masked
 from onnxslice.maintain.training import TrainingOptions, neuron_vectors
 from onnxslice.profiling import profile_model
 from onnxslice.progress import progress_bar
+from onnxslice.slicing.plot import distinct_labels, layers_figure, plot_title
 from onnxslice_cli.common import input_channels, open_data
-from onnxslice_cli.inspect_cmd import distinct_labels, layers_figure, plot_title
 from onnxslice_cli.main import cli
 from tests.helpers import CNN, MLP
 

@@ -19,8 +19,8 @@ from onnxslice.graph import find_neuron_layers, load_model
 from onnxslice.measure.stats import count_params, latency
 from onnxslice.runtime import input_name, make_session
 from onnxslice.slicing.artifact import LayerSlice, Slice
+from onnxslice.surgery import restructure as surgery_restructure
 from onnxslice.surgery.mask import mask_model
-from onnxslice_cli import restructure_cmd
 from onnxslice_cli.main import cli
 from tests.helpers import CNN, MLP
 
@@ -70,9 +70,9 @@ def test_human_table(tmp_path):
 def test_verification_failure_writes_nothing_and_exits_1(tmp_path, monkeypatch):
     """A restructure that computes something else (here: a different slice) must be caught before writing."""
     write_slice(MLP, tmp_path / "slice.json")
-    real = restructure_cmd.restructure_model
+    real = surgery_restructure.restructure
     other = {layer.name: list(range(layer.size // 2)) for layer in find_neuron_layers(load_model(MLP)).hidden}
-    monkeypatch.setattr(restructure_cmd, "restructure_model", lambda model, kept: real(model, other))
+    monkeypatch.setattr(surgery_restructure, "restructure", lambda model, kept: real(model, other))
     out = tmp_path / "pruned.onnx"
     result = CliRunner().invoke(cli, ["restructure", str(MLP), "--slice", str(tmp_path / "slice.json"),
                                       "-o", str(out)])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -78,13 +77,4 @@ def choose_slice(path: Path, train: DataSource, test: DataSource, budget: float)
         candidates.append((theta, removed, masked, piece))
     within = [c for c in candidates if c[2] >= original - budget]
     return max(within, key=lambda c: c[1]) if within else candidates[-1]
-
-
-def run_cli(*args: str) -> dict:
-    """Run ``onnxslice ARGS --json`` and return its JSON; a failure stops the script with the command's message."""
-    done = subprocess.run([sys.executable, "-m", "onnxslice_cli", *args, "--json"], cwd=ROOT, capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"onnxslice {' '.join(args)}: exit {done.returncode}: {done.stderr.strip()}")
-    return json.loads(done.stdout)
 

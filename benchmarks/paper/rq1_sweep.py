@@ -17,13 +17,9 @@ import numpy as np
 from common import HERE, MODELS, TEST, TRAIN, provenance, quiet_torch, table, write
 from matplotlib.figure import Figure
 
-from onnxslice.compression.deeparc import deeparc
-from onnxslice.compression.sweep import ALL_STRATEGIES, parse_values, plot_sweep, points_csv, sweep
+import onnxslice as osl
+from onnxslice.compression.sweep import ALL_STRATEGIES, parse_values, plot_sweep
 from onnxslice.data import load_data
-from onnxslice.graph import load_model
-from onnxslice.measure.evaluate import accuracy
-from onnxslice.measure.stats import count_params
-from onnxslice.profiling import profile_model
 
 THETAS = parse_values("0.90:0.99:0.01", "--thetas")
 RATIOS = parse_values("0.1:1.0:0.1", "--ratios")
@@ -86,12 +82,11 @@ def main() -> None:
                 f"Compression = fraction of the model's parameters the mask removes. Semantic Θ = 0.90..0.99, "
                 f"global / category-wise ratio 0.1..1.0. Every point: `rq1_<model>.csv`. Plot: `sweep.png`.\n"]
     for (name, path), axes in zip(MODELS.items(), np.atleast_1d(panels), strict=True):
-        model = load_model(path)
-        original = accuracy(model, test, "cpu")["accuracy"]
-        profile = profile_model(path, train, args.metrics, args.max_per_class, "cpu", progress=False)
-        points = sweep(model, profile, test, ALL_STRATEGIES, THETAS, RATIOS, train.cap_per_class(args.max_per_class),
-                       DEEPARC_THRESHOLDS[0], "cpu")
-        (HERE / f"rq1_{name.split('-')[0].lower()}.csv").write_text(points_csv(points))
+        model = osl.load(path)
+        swept = osl.sweep(model, None, train, ALL_STRATEGIES, THETAS, RATIOS, metrics=args.metrics, eval_data=test,
+                          max_per_class=args.max_per_class, device="cpu", deeparc_threshold=DEEPARC_THRESHOLDS[0])
+        points, original = swept.points, swept.accuracy_original
+        (HERE / f"rq1_{name.split('-')[0].lower()}.csv").write_text(swept.csv())
         plot_sweep([p for p in points if p["metric"] in (*args.plot_metrics, None)], axes, name, original)
         sections.append(f"## {name} (original accuracy {100 * original:.2f}%)\n")
         sections.append(table(
@@ -101,11 +96,11 @@ def main() -> None:
             summary_rows(points, args.metrics, original)) + "\n")
         rows = []
         for threshold in DEEPARC_THRESHOLDS:
-            result = deeparc(model, train.cap_per_class(args.max_per_class), threshold, "cpu")
-            rows.append([f"{threshold:.2f}", " ".join(f"{s:.3f}" for s in result.similarities),
-                         ", ".join(result.removed) or "none", 1.0 - count_params(result.model) / count_params(model),
-                         accuracy(result.model, test, "cpu")["accuracy"],
-                         "; ".join(f"{k}: {v}" for k, v in result.kept.items()) or "—"])
+            [point] = osl.sweep(model, None, train, ["deeparc"], eval_data=test, max_per_class=args.max_per_class,
+                                device="cpu", deeparc_threshold=threshold).points
+            rows.append([f"{threshold:.2f}", " ".join(f"{s:.3f}" for s in point["similarities"]),
+                         ", ".join(point["removed"]) or "none", point["compression"], point["accuracy"],
+                         "; ".join(f"{k}: {v}" for k, v in point["kept_redundant"].items()) or "—"])
         sections.append("DeepArc (CKA between consecutive layers, in graph order):\n\n" + table(
             ["threshold", "CKA of consecutive layers", "layers removed", "parameters removed", "accuracy",
              "redundant but kept"], rows) + "\n")

@@ -1,11 +1,12 @@
 """RQ2 (paper §5.3, Table 4): unstructured pruning with and without restructuring by a semantic slice first.
 
-For each bundled model and each method (LAMP, Global, Uniform+, ERK): ``compress`` on the original model
-(the baseline) and on the model restructured with a semantic slice (NeuSemSlice+method). The slice:
-metric Taylor, profiled on digits:train; Θ is the one among 0.90..0.99 whose masked model removes the most
-parameters while staying within half the accuracy budget on digits:test (``common.choose_slice``; the paper
-takes "the optimal configuration identified in RQ1"). Sparsity rises geometrically by ``--step`` until
-accuracy on digits:test would drop more than ``--max-drop`` below the original's. Writes ``rq2.md`` beside this script.
+For each bundled model and each method (LAMP, Global, Uniform+, ERK): ``osl.compress`` (``onnxslice
+compress``) on the original model (the baseline) and on the model restructured with a semantic slice
+(NeuSemSlice+method). The slice: metric Taylor, profiled on digits:train; Θ is the one among 0.90..0.99 whose
+masked model removes the most parameters while staying within half the accuracy budget on digits:test
+(``common.choose_slice``; the paper takes "the optimal configuration identified in RQ1"). Sparsity rises
+geometrically by ``--step`` until accuracy on digits:test would drop more than ``--max-drop`` below the
+original's. Writes ``rq2.md`` beside this script.
 
     python benchmarks/paper/rq2_compression.py [--step 0.1] [--max-drop 0.01]
 """
@@ -16,11 +17,10 @@ import argparse
 
 from common import HERE, METRIC, MODELS, TEST, TRAIN, choose_slice, provenance, quiet_torch, table, write
 
-from onnxslice.compression.loop import compress, prunable_weights
-from onnxslice.compression.methods import METHODS, make_method
+import onnxslice as osl
+from onnxslice.compression.loop import prunable_weights
+from onnxslice.compression.methods import METHODS
 from onnxslice.data import load_data
-from onnxslice.graph import load_model
-from onnxslice.measure.evaluate import accuracy
 
 LABELS = {"lamp": "LAMP", "global": "Glob", "uniform": "Unif", "erk": "ERK"}
 #: Table 4 of the paper, the two MLP settings: method -> (CR, NI, MA) for MLP-MNIST and MLP-FMNIST.
@@ -42,16 +42,16 @@ def main() -> None:
     results: dict[str, dict[str, tuple]] = {}
     notes = []
     for name, path in MODELS.items():
-        model = load_model(path)
-        original = accuracy(model, test, "cpu")["accuracy"]
-        weights = sum(w.values.size for w in prunable_weights(model))
+        model = osl.load(path)
+        original = osl.evaluate(model, test, "cpu")["accuracy"]
+        weights = sum(w.values.size for w in prunable_weights(model.proto))
         theta, removed, masked, piece = choose_slice(path, train, test, args.max_drop / 2)
         notes.append(f"{name}: original accuracy {original:.2%}; slice Θ = {theta:.2f} ({METRIC}) removes "
                      f"{removed:.2%} of the parameters when masked, accuracy {masked:.2%}.")
         for method in METHODS:
             for sliced in (False, True):
-                result = compress(model, test, make_method(method), piece.kept() if sliced else None,
-                                  args.step, args.max_drop, "cpu")
+                result = osl.compress(model, test, method, piece if sliced else None, step=args.step,
+                                      max_drop=args.max_drop, device="cpu")
                 nonzero = sum(int((w.values != 0).sum()) for w in prunable_weights(result.model))
                 storage = result.to_json()["storage"]
                 label = ("NeuSemSlice+" if sliced else "") + LABELS[method]

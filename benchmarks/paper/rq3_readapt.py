@@ -1,11 +1,12 @@
 """RQ3 (paper §5.4, Table 5): re-adaptation to adversarial samples by retraining only the critical neurons.
 
-For each bundled model and attack (FGSM, PGD): ``onnxslice readapt --train all`` (fully training) and
-``--train critical`` with the semantic slice of RQ2 (``common.choose_slice``: Taylor, profiled on
-digits:train, the Θ in 0.90..0.99 that removes the most parameters within 0.5 points on digits:test).
+For each bundled model and attack (FGSM, PGD): ``osl.readapt`` (``onnxslice readapt``) training all
+parameters (fully training) and only the critical neurons of the semantic slice of RQ2
+(``common.choose_slice``: Taylor, profiled on digits:train, the Θ in 0.90..0.99 that removes the most
+parameters within 0.5 points on digits:test).
 Training data: 100 samples per class of digits:train (the paper's 1,000 adversarial samples); reported on
 digits:test. Reads TPR (trained parameter ratio), RA (accuracy on the adversarial samples after retraining)
-and RAA (accuracy against a fresh attack on the re-adapted model) from the command's JSON. Writes ``rq3.md``
+and RAA (accuracy against a fresh attack on the re-adapted model) from its report. Writes ``rq3.md``
 beside this script. DeepArc rows are not measured (``onnxslice readapt`` trains neurons, not modules).
 
     python benchmarks/paper/rq3_readapt.py [--epochs 30] [--lr 5e-3]
@@ -14,8 +15,6 @@ beside this script. DeepArc rows are not measured (``onnxslice readapt`` trains 
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
 from common import (
     HERE,
@@ -26,11 +25,11 @@ from common import (
     choose_slice,
     provenance,
     quiet_torch,
-    run_cli,
     table,
     write,
 )
 
+import onnxslice as osl
 from onnxslice.data import load_data
 
 ATTACKS = ("fgsm", "pgd")
@@ -58,23 +57,19 @@ def main() -> None:
     train, test = load_data(TRAIN), load_data(TEST)
     measured: dict[tuple[str, str], dict[str, dict]] = {}
     notes = []
-    with tempfile.TemporaryDirectory() as folder:
-        for name, path in MODELS.items():
-            theta, removed, masked, piece = choose_slice(path, train, test, 0.005)
-            notes.append(f"{name}: semantic slice Θ = {theta:.2f} ({METRIC}), {removed:.2%} of the parameters "
-                         f"outside it, masked accuracy {masked:.2%}.")
-            slice_path = Path(folder) / f"{name}.json"
-            piece.save(slice_path)
-            for attack in ATTACKS:
-                for method, train_what in (("Fully Training", "all"), ("NeuSemSlice", "critical")):
-                    out = Path(folder) / f"{name}-{attack}-{train_what}.onnx"
-                    result = run_cli("readapt", str(path), "--slice", str(slice_path), "--data", TRAIN,
-                                     "--eval-data", TEST, "--max-per-class", str(PER_CLASS), "--attack", attack,
-                                     "--train", train_what, "--epochs", str(args.epochs), "--lr", str(args.lr),
-                                     "-o", str(out))
-                    measured.setdefault((attack, method), {})[name] = result
-                    print(name, attack, method, {k: result.get(k) for k in ("tpr", "ra", "raa", "clean_after")},
-                          flush=True)
+    few_train, few_test = load_data(TRAIN, max_per_class=PER_CLASS), load_data(TEST, max_per_class=PER_CLASS)
+    for name, path in MODELS.items():
+        theta, removed, masked, piece = choose_slice(path, train, test, 0.005)
+        notes.append(f"{name}: semantic slice Θ = {theta:.2f} ({METRIC}), {removed:.2%} of the parameters "
+                     f"outside it, masked accuracy {masked:.2%}.")
+        model = osl.load(path)
+        for attack in ATTACKS:
+            for method, train_all in (("Fully Training", True), ("NeuSemSlice", False)):
+                _, result = osl.readapt(model, piece, few_train, few_test, attack=attack, train_all=train_all,
+                                        epochs=args.epochs, lr=args.lr)
+                measured.setdefault((attack, method), {})[name] = result
+                print(name, attack, method, {k: result.get(k) for k in ("tpr", "ra", "raa", "clean_after")},
+                      flush=True)
     header = ["attack", "method", *(f"{name} {c}" for name in MODELS for c in ("TPR", "RA", "RAA")),
               *(f"paper {s} {c}" for s in ("MLP-MNIST", "MLP-FMNIST") for c in ("TPR", "RA", "RAA")),
               *(f"{name} clean after" for name in MODELS)]

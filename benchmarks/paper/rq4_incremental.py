@@ -2,11 +2,11 @@
 
 Task A = digits 0-4, task B = digits 5-9. For each bundled architecture a task-A model is trained on
 digits:train:0-4 (``models/train.py``'s seeded recipe, 10 outputs) and exported; its semantic slice
-(``common.choose_slice`` on task A) marks the neurons to keep. ``onnxslice incremental`` then learns task B
-(digits:train:5-9) with: ``--train all`` (plain retraining), the same plus replay of 5% / 10% / 100% of
+(``common.choose_slice`` on task A) marks the neurons to keep. ``osl.incremental`` (``onnxslice incremental``)
+then learns task B (digits:train:5-9) with: ``train_all`` (plain retraining), the same plus replay of 5% / 10% / 100% of
 task A's training data, the semantic slice (its neurons frozen), and the slice plus 10% replay. Task A is
-measured on digits:test:0-4, task B on digits:test:5-9, as the command reports them (``task_a`` on the
-old-task model it writes; ``task_a_new_model`` on the new model). Writes ``rq4.md``.
+measured on digits:test:0-4, task B on digits:test:5-9, as the function reports them (``task_a`` on the
+old-task model it returns; ``task_a_new_model`` on the new model). Writes ``rq4.md``.
 
     python benchmarks/paper/rq4_incremental.py [--epochs 30] [--lr 5e-3]
 """
@@ -27,11 +27,11 @@ from common import (
     choose_slice,
     provenance,
     quiet_torch,
-    run_cli,
     table,
     write,
 )
 
+import onnxslice as osl
 from onnxslice.data import load_data
 
 TASK_A, TASK_B = "0-4", "5-9"
@@ -82,15 +82,13 @@ def main() -> None:
             arch = name.split("-")[0].lower()
             path = task_a_model(arch, folder)
             theta, removed, masked, piece = choose_slice(path, train_a, test_a, 0.005)
-            slice_path = folder / f"{arch}.json"
-            piece.save(slice_path)
+            model = osl.load(path)
             for method, (train_what, replay) in RUNS.items():
-                out = folder / f"{arch}-{method.replace(' ', '_').replace('%', '').replace('+', '_')}.onnx"
-                extra = ["--replay", f"{TRAIN}:{TASK_A}", "--replay-fraction", str(replay)] if replay else []
-                result = run_cli("incremental", str(path), "--slice", str(slice_path), "--data", f"{TRAIN}:{TASK_B}",
-                                 "--eval-data", f"digits:test:{TASK_B}", "--old-eval-data", f"digits:test:{TASK_A}",
-                                 "--train", train_what, "--epochs", str(args.epochs), "--lr", str(args.lr), *extra,
-                                 "-o", str(out))
+                *_, result = osl.incremental(model, piece, f"{TRAIN}:{TASK_B}",
+                                             replay=f"{TRAIN}:{TASK_A}" if replay else None,
+                                             replay_fraction=replay or 1.0, new_eval=f"digits:test:{TASK_B}",
+                                             old_eval=f"digits:test:{TASK_A}", train_all=train_what == "all",
+                                             epochs=args.epochs, lr=args.lr)
                 measured.setdefault(method, {})[name] = tuple(result[k] for k in FIELDS)
                 measured.setdefault("Original", {})[name] = (result["task_a_before"], result["task_b_before"],
                                                              (result["task_a_before"] + result["task_b_before"]) / 2,
