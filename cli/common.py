@@ -6,7 +6,7 @@ import functools
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,18 @@ class OutputFile(click.Path):
 
     def __init__(self) -> None:
         super().__init__(dir_okay=False)
+
+
+class RegistryChoice(click.Choice):
+    """A choice among the names in a registry (metrics, strategies), read when a value is checked: a metric or
+    strategy registered after the command was imported is accepted too."""
+
+    def __init__(self, registry: Mapping[str, object], sort: bool = False) -> None:
+        self.registry, self.sort, self.case_sensitive = registry, sort, True
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(sorted(self.registry) if self.sort else self.registry)
 
 
 class DataSpec(click.ParamType):

@@ -13,6 +13,7 @@ from onnxslice.profiling.profiler import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PER_CLA
 from onnxslice_cli.common import (
     DataSpec,
     OutputFile,
+    RegistryChoice,
     data_options,
     device_option,
     emit,
@@ -29,7 +30,7 @@ from onnxslice_cli.common import (
 @click.option("--data", "data_spec", type=DataSpec(), metavar="DATA",
               help="A .npz with x and y, an image folder, or digits / digits:train / digits:test; "
                    "optionally :CLASSES such as :0-4.")
-@click.option("--metric", "metrics", multiple=True, type=click.Choice(list(METRICS)),
+@click.option("--metric", "metrics", multiple=True, type=RegistryChoice(METRICS),
               help=f"Contribution metric (repeat for several). Default: {', '.join(DEFAULT_METRICS)}; "
                    "taylor and deeplift need the model to convert to PyTorch (onnx2torch).")
 @click.option("--max-per-class", type=click.IntRange(min=1), default=DEFAULT_MAX_PER_CLASS, show_default=True,

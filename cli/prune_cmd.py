@@ -22,6 +22,7 @@ from onnxslice.slicing.strategies import STRATEGIES
 from onnxslice_cli.common import (
     DataSpec,
     OutputFile,
+    RegistryChoice,
     data_options,
     device_option,
     emit,
@@ -45,9 +46,9 @@ WORSE_EXIT_CODE = 3
                    f"±{DEFAULT_TOLERANCE}).")
 @click.option("--target-params", type=float, default=None,
               help="Size budget: the pruned model keeps this fraction of the parameters.")
-@click.option("--strategy", type=click.Choice(list(STRATEGIES)), default=DEFAULT_STRATEGY, show_default=True,
+@click.option("--strategy", type=RegistryChoice(STRATEGIES), default=DEFAULT_STRATEGY, show_default=True,
               help="How neurons are selected (see onnxslice slice --help).")
-@click.option("--metric", type=click.Choice(sorted(METRICS)), default=DEFAULT_METRIC, show_default=True,
+@click.option("--metric", type=RegistryChoice(METRICS, sort=True), default=DEFAULT_METRIC, show_default=True,
               help="Neuron contribution metric that orders the neurons.")
 @click.option("--round-to", type=click.IntRange(min=1), default=DEFAULT_ROUND_TO, show_default=True,
               help="Keep a multiple of N channels in every group of coupled channels (or all of them).")

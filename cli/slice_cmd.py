@@ -15,6 +15,7 @@ from onnxslice_cli.common import (
     DataSpec,
     InputFile,
     OutputFile,
+    RegistryChoice,
     data_options,
     device_option,
     emit,
@@ -34,10 +35,10 @@ from onnxslice_cli.inspect_cmd import format_layers
                    "digits:test; optionally :CLASSES such as :0-4. Not read when --profile is given.")
 @click.option("--profile", "profile_path", type=InputFile(), default=None,
               help="A profile.npz of MODEL (onnxslice profile): slice from it without running the model.")
-@click.option("--metric", type=click.Choice(sorted(METRICS)), default=None,
+@click.option("--metric", type=RegistryChoice(METRICS, sort=True), default=None,
               help=f"Neuron contribution metric that orders the neurons [default: {DEFAULT_METRIC}, or with "
                    f"--profile the profile's first metric when it has no {DEFAULT_METRIC}].")
-@click.option("--strategy", type=click.Choice(list(STRATEGIES)), default="semantic", show_default=True,
+@click.option("--strategy", type=RegistryChoice(STRATEGIES), default="semantic", show_default=True,
               help="semantic: smallest prefix with CKA > THETA per category; global: top RATIO over all data; "
                    "category: top RATIO per category. Categories are merged by union.")
 @click.option("--theta", type=float, default=None,

@@ -12,7 +12,6 @@ from onnxslice.compression.deeparc import DEFAULT_THRESHOLD
 from onnxslice.compression.sweep import (
     DEFAULT_RATIOS,
     DEFAULT_THETAS,
-    SLICING_STRATEGIES,
     parse_strategies,
     parse_values,
 )
@@ -20,10 +19,12 @@ from onnxslice.files import write_atomically
 from onnxslice.profiling.metrics import METRICS
 from onnxslice.profiling.profiler import DEFAULT_BATCH_SIZE, DEFAULT_MAX_PER_CLASS
 from onnxslice.slicing.budget import DEFAULT_ROUND_TO
+from onnxslice.slicing.strategies import STRATEGIES
 from onnxslice_cli.common import (
     DataSpec,
     InputFile,
     OutputFile,
+    RegistryChoice,
     data_options,
     device_option,
     emit,
@@ -42,9 +43,9 @@ from onnxslice_cli.common import (
               help="Data the accuracy of every slice is measured on, e.g. digits:test (default: --data).")
 @click.option("--profile", "profile_path", type=InputFile(), default=None,
               help="A profile.npz of MODEL with the metrics asked for: slice from it instead of profiling.")
-@click.option("--metric", "metrics", type=click.Choice(sorted(METRICS)), multiple=True,
+@click.option("--metric", "metrics", type=RegistryChoice(METRICS, sort=True), multiple=True,
               help=f"Contribution metric (repeat for several; default {DEFAULT_METRIC}).")
-@click.option("--strategies", default=",".join(SLICING_STRATEGIES), show_default=True,
+@click.option("--strategies", default=",".join(STRATEGIES), show_default=True,
               help="Comma-separated: semantic, global, category, deeparc.")
 @click.option("--thetas", default=DEFAULT_THETAS, show_default=True,
               help="Semantic Θ values: START:STOP:STEP or a list.")

@@ -172,7 +172,7 @@ def _half(values: np.ndarray, largest: bool) -> list[int]:
     return sorted(order[: int(np.ceil(len(values) / 2))].tolist())
 
 
-def test_a_new_metric_is_profiled_and_sliced_on(monkeypatch, digits):
+def test_a_new_metric_is_profiled_and_sliced_on(tmp_path, monkeypatch, digits):
     assert Rms.name not in METRICS
     monkeypatch.setitem(METRICS, Rms.name, Rms)
     model = api.load(MLP)
@@ -185,9 +185,10 @@ def test_a_new_metric_is_profiled_and_sliced_on(monkeypatch, digits):
     for layer in profile.layers:
         assert piece.layers[layer].kept == _half(profile.contribution("rms", layer), largest=True)
     api.restructure(model, piece, data=digits)  # verified against the masked model
+    assert _slice_command(tmp_path, "--metric", "rms", "--strategy", "global").layers == piece.layers
 
 
-def test_a_new_strategy_slices_and_restructures(monkeypatch, digits):
+def test_a_new_strategy_slices_and_restructures(tmp_path, monkeypatch, digits):
     assert LowestStrategy.name not in STRATEGIES
     monkeypatch.setitem(STRATEGIES, LowestStrategy.name, LowestStrategy)
     model = api.load(MLP)
@@ -201,6 +202,18 @@ def test_a_new_strategy_slices_and_restructures(monkeypatch, digits):
         assert piece.layers[layer].kept == _half(profile.contribution("avg", layer), largest=False)
     result = api.restructure(model, piece, data=digits)
     assert result.report.removed_fraction > 0.4
+    assert _slice_command(tmp_path, "--metric", "avg", "--strategy", "lowest").layers == piece.layers
+
+
+def _slice_command(tmp_path: Path, *options: str) -> Slice:
+    """The slice the ``slice`` command writes for the MLP on the test's digits (a registered name is a choice)."""
+    data = tmp_path / "digits.npz"
+    np.savez(data, x=_digits()[0], y=_digits()[1])
+    out = tmp_path / "slice.json"
+    result = CliRunner().invoke(cli, ["slice", str(MLP), "--data", str(data), *options, "--ratio", "0.5",
+                                      "--round-to", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return Slice.load(out)
 
 
 # -- (d) a command --------------------------------------------------------------------------------------------

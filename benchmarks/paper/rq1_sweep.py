@@ -18,7 +18,7 @@ from common import HERE, MODELS, TEST, TRAIN, provenance, quiet_torch, table, wr
 from matplotlib.figure import Figure
 
 import onnxslice as osl
-from onnxslice.compression.sweep import ALL_STRATEGIES, parse_values, plot_sweep
+from onnxslice.compression.sweep import all_strategies, parse_values, plot_sweep
 from onnxslice.data import load_data
 
 THETAS = parse_values("0.90:0.99:0.01", "--thetas")
@@ -83,7 +83,7 @@ def main() -> None:
                 f"global / category-wise ratio 0.1..1.0. Every point: `rq1_<model>.csv`. Plot: `sweep.png`.\n"]
     for (name, path), axes in zip(MODELS.items(), np.atleast_1d(panels), strict=True):
         model = osl.load(path)
-        swept = osl.sweep(model, None, train, ALL_STRATEGIES, THETAS, RATIOS, metrics=args.metrics, eval_data=test,
+        swept = osl.sweep(model, None, train, all_strategies(), THETAS, RATIOS, metrics=args.metrics, eval_data=test,
                           max_per_class=args.max_per_class, device="cpu", deeparc_threshold=DEEPARC_THRESHOLDS[0])
         points, original = swept.points, swept.accuracy_original
         (HERE / f"rq1_{name.split('-')[0].lower()}.csv").write_text(swept.csv())

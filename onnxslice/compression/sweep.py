@@ -37,8 +37,7 @@ from onnxslice.surgery.mask import mask_model
 
 log = logging.getLogger(__name__)
 
-SLICING_STRATEGIES = tuple(STRATEGIES)
-ALL_STRATEGIES = (*SLICING_STRATEGIES, "deeparc")
+DEEPARC = "deeparc"
 DEFAULT_THETAS = "0.90:0.99:0.01"
 DEFAULT_RATIOS = "0.1:1.0:0.1"
 #: The most values one --thetas or --ratios may give: each is a slice masked and evaluated.
@@ -66,11 +65,17 @@ def parse_values(text: str, option: str) -> list[float]:
     return values
 
 
+def all_strategies() -> tuple[str, ...]:
+    """The slicing strategies registered now (a strategy added to STRATEGIES is swept too), and DeepArc."""
+    return (*STRATEGIES, DEEPARC)
+
+
 def parse_strategies(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [name for name in names if name not in ALL_STRATEGIES]
+    known = all_strategies()
+    unknown = [name for name in names if name not in known]
     if unknown or not names:
-        raise InputError(f"--strategies {text}: choose from {', '.join(ALL_STRATEGIES)}")
+        raise InputError(f"--strategies {text}: choose from {', '.join(known)}")
     return names
 
 
@@ -87,11 +92,11 @@ def sweep(model: onnx.ModelProto, profile: Profile | None, data: DataSource, str
     ``progress``: a bar on stderr (one step per point) when stderr is a terminal."""
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
-    slicing = [s for s in strategies if s in SLICING_STRATEGIES]
+    slicing = [s for s in strategies if s in STRATEGIES]
     if slicing and profile is None:
         raise InputError(f"--strategies {slicing[0]} needs a profile of the model")
     total = (sum(len(swept_values(s, thetas, ratios)) + len(targets) for s in slicing)
-             * (len(profile.metrics) if profile is not None else 0) + ("deeparc" in strategies))
+             * (len(profile.metrics) if profile is not None else 0) + (DEEPARC in strategies))
     with progress_bar(total, "sweep", "point", progress) as bar:
         return _sweep(model, profile, data, strategies, thetas, ratios, deeparc_data, deeparc_threshold, device,
                       round_to, targets, target_kind, batch_size, bar)
@@ -107,8 +112,8 @@ def _sweep(model: onnx.ModelProto, profile: Profile | None, data: DataSource, st
            deeparc_threshold: float, device: str, round_to: int, targets: Sequence[float], target_kind: str,
            batch_size: int, bar: tqdm) -> list[dict]:
     points = []
-    groups = SelectionGroups.of_model(model) if any(s in SLICING_STRATEGIES for s in strategies) else None
-    for strategy in (s for s in strategies if s in SLICING_STRATEGIES):
+    groups = SelectionGroups.of_model(model) if any(s in STRATEGIES for s in strategies) else None
+    for strategy in (s for s in strategies if s in STRATEGIES):
         assert profile is not None  # checked by sweep()
         key = STRATEGIES[strategy].parameter
         for metric in profile.metrics:
@@ -133,9 +138,9 @@ def _sweep(model: onnx.ModelProto, profile: Profile | None, data: DataSource, st
                          1.0 - sizes["params_fraction"], score)
                 bar.update(1)
                 bar.set_postfix(strategy=strategy, accuracy=f"{score:.4f}")
-    if "deeparc" in strategies:
+    if DEEPARC in strategies:
         result = deeparc(model, deeparc_data or data, deeparc_threshold, device)
-        points.append({"strategy": "deeparc", "metric": None, "threshold": deeparc_threshold,
+        points.append({"strategy": DEEPARC, "metric": None, "threshold": deeparc_threshold,
                        "compression": 1.0 - count_params(result.model) / count_params(model),
                        "accuracy": accuracy(result.model, data, device, batch_size)["accuracy"],
                        **result.to_json()})
@@ -146,10 +151,10 @@ def _sweep(model: onnx.ModelProto, profile: Profile | None, data: DataSource, st
 def plot_sweep(points: Sequence[dict], axes: Axes, title: str, original_accuracy: float | None = None) -> None:
     """One line per strategy × metric (compression vs accuracy, in %): colour by strategy, line style and
     marker by metric; DeepArc as a star."""
-    colours = dict(zip(SLICING_STRATEGIES, matplotlib.colormaps["tab10"].colors, strict=False))
+    colours = dict(zip(STRATEGIES, matplotlib.colormaps["tab10"].colors, strict=False))
     metrics = sorted({p["metric"] for p in points if p["metric"] is not None})
     styles = {metric: (["-", "--", ":", "-."][i % 4], "os^dv"[i % 5]) for i, metric in enumerate(metrics)}
-    for strategy in SLICING_STRATEGIES:
+    for strategy in STRATEGIES:
         for metric in metrics:
             line = sorted((p for p in points if p["strategy"] == strategy and p["metric"] == metric),
                           key=lambda p: p["compression"])
@@ -157,7 +162,7 @@ def plot_sweep(points: Sequence[dict], axes: Axes, title: str, original_accuracy
                 style, marker = styles[metric]
                 axes.plot([100 * p["compression"] for p in line], [100 * p["accuracy"] for p in line], style,
                           marker=marker, markersize=4, color=colours[strategy], label=f"{strategy} ({metric})")
-    for point in (p for p in points if p["strategy"] == "deeparc"):
+    for point in (p for p in points if p["strategy"] == DEEPARC):
         axes.plot(100 * point["compression"], 100 * point["accuracy"], "*", markersize=14, color="black",
                   label=f"DeepArc (CKA > {point['threshold']})")
     if original_accuracy is not None:
