@@ -178,6 +178,19 @@ def test_weights_stored_in_low_precision_go_through_the_chain_and_stay_in_it(sto
     assert abs(again["accuracy"] - again["baseline"]["accuracy"]) <= 0.01
 
 
+def test_finetune_of_bfloat16_weights_writes_a_checked_model_with_bfloat16_scores(tmp_path):
+    """Fine-tuning trains float32 parameters and writes them as float32 (trained values are not bfloat16), from a
+    float32 input to the bfloat16 scores. Oracles: finetune's own check of the export against the trained module
+    before writing (else exit 1), and its contract: the written epoch is never below the model given."""
+    model = _stored_in(CNN, tmp_path / "model.onnx", BFLOAT16)
+    result = CliRunner().invoke(cli, ["finetune", str(model), "--data", "digits:train", "--epochs", "1",
+                                      "--max-per-class", "20", "--json", "-o", str(tmp_path / "tuned.onnx")])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["accuracy_after"] >= report["accuracy_before"]
+    assert onnx.load(str(tmp_path / "tuned.onnx")).graph.output[0].type.tensor_type.elem_type == BFLOAT16
+
+
 def test_written_weights_take_the_stored_type_where_it_holds_their_values_exactly():
     """Oracle: the values themselves — a float32 weight that bfloat16 holds exactly is stored in it (with a Cast),
     one it does not (a value restructure computed) stays float32, unchanged, so the model computes the same."""
