@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+import onnxruntime as ort
 from google.protobuf.message import DecodeError
 from onnx_graphsurgeon.logger import G_LOGGER
 
@@ -120,8 +121,6 @@ def _check_bfloat16_runs(model: onnx.ModelProto, path: Path) -> None:
     """A model with a node other than Cast that reads or writes bfloat16 must run on onnxruntime's CPU provider
     (which computes few ops in bfloat16, and runs verification and statistics); else an InputError naming the file
     and onnxruntime's reason (the op)."""
-    import onnxruntime as ort
-
     types = {v.name: elem_type(v) for v in [*model.graph.input, *model.graph.value_info, *model.graph.output]}
     types.update({init.name: init.data_type for init in model.graph.initializer})
     if not any(types.get(name) == BFLOAT16 for node in model.graph.node if node.op_type != "Cast"
