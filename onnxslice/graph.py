@@ -12,6 +12,7 @@ import ast
 import contextlib
 import logging
 import math
+import re
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
@@ -20,11 +21,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+import onnxruntime as ort
 from google.protobuf.message import DecodeError
+from onnx_graphsurgeon.logger import G_LOGGER
 
 from onnxslice.errors import InputError, first_line
 from onnxslice.graph_utils import attribute, data_inputs, dims, opset_version, replace_uses, static
-from onnxslice.large import copy_model, infer_shapes
+from onnxslice.large import copy_model, infer_shapes, through_file
+from onnxslice.precision import BFLOAT16, elem_type, record_stored_types
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +89,11 @@ def load_model(path: str | Path) -> onnx.ModelProto:
         raise InputError(f"{path}: invalid ONNX model ({first_line(exc)})") from None
     _check_runnable(model, path)
     try:
-        return canonicalize(model)
+        canonical = canonicalize(model)
     except Exception as exc:  # noqa: BLE001 - any failure here is a model we cannot read
         raise InputError(f"{path}: cannot canonicalise the graph ({first_line(exc)})") from None
+    _check_bfloat16_runs(canonical, path)
+    return canonical
 
 
 #: Operator domains onnxruntime implements ("" is the default ONNX domain).
@@ -111,11 +117,32 @@ def _check_runnable(model: onnx.ModelProto, path: Path) -> None:
                              "operator onnxruntime does not implement")
 
 
+def _check_bfloat16_runs(model: onnx.ModelProto, path: Path) -> None:
+    """A model with a node other than Cast that reads or writes bfloat16 must run on onnxruntime's CPU provider
+    (which computes few ops in bfloat16, and runs verification and statistics); else an InputError naming the file
+    and onnxruntime's reason (the op)."""
+    types = {v.name: elem_type(v) for v in [*model.graph.input, *model.graph.value_info, *model.graph.output]}
+    types.update({init.name: init.data_type for init in model.graph.initializer})
+    if not any(types.get(name) == BFLOAT16 for node in model.graph.node if node.op_type != "Cast"
+               for name in [*node.input, *node.output]):
+        return
+    try:
+        through_file(model, lambda source: ort.InferenceSession(source, providers=["CPUExecutionProvider"]))
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types; its message names the op
+        reason = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", first_line(exc))
+        raise InputError(f"{path}: onnxruntime's CPU provider cannot run this bfloat16 model ({reason}); compute in "
+                         "float32 (bfloat16 weights can stay, cast to float32)") from None
+
+
 def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Name every node, drop Identity nodes, fold constants and infer shapes; keeps node names."""
+    """Name every node, drop Identity nodes, fold constants and infer shapes; keeps node names. Weights stored in
+    float16 or bfloat16 and cast to float32 are folded to float32 and their stored type recorded
+    (:mod:`onnxslice.precision`)."""
     model = copy_model(model)
     _name_nodes(model.graph)
-    graph = gs.import_onnx(model)
+    record_stored_types(model)
+    with G_LOGGER.suppress(G_LOGGER.ERROR):  # its warning (once) that bfloat16 has no numpy type
+        graph = gs.import_onnx(model)
     _remove_identities(graph)
     fold_constants(graph).cleanup().toposort()
     canonical = infer_shapes(export_graph(graph, like=model))
@@ -141,8 +168,9 @@ def fold_constants(graph: gs.Graph, **options: object) -> gs.Graph:
 
 
 def export_graph(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
-    """Export an onnx-graphsurgeon graph with the IR version, opsets and producer of ``like``."""
+    """Export an onnx-graphsurgeon graph with the IR version, opsets, producer and metadata of ``like``."""
     model = gs.export_onnx(graph, do_type_check=False)
+    model.metadata_props.extend(like.metadata_props)
     model.ir_version = like.ir_version
     del model.opset_import[:]
     model.opset_import.extend(like.opset_import)

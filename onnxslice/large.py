@@ -20,6 +20,7 @@ from typing import TypeVar
 import onnx
 
 from onnxslice.files import output_mode, write_atomically
+from onnxslice.precision import restore_stored_types
 
 #: Models larger than this are inferred, checked, run and saved through files with external data.
 EXTERNAL_DATA_BYTES = 2**31 - 2**26
@@ -65,7 +66,9 @@ def save_model(model: onnx.ModelProto, path: str | Path, data_name: str | None =
 
 
 def write_model(model: onnx.ModelProto, out: Path) -> str | None:
-    """Write all-or-nothing; a large model gets its weights in ``<output>.data`` (returned) beside it."""
+    """Write all-or-nothing, weights in the types the original stored them in (:mod:`onnxslice.precision`); a large
+    model gets its weights in ``<output>.data`` (returned) beside it."""
+    model = restore_stored_types(model)
     if not is_large(model):
         write_atomically(out, lambda tmp: save_model(model, tmp))
         return None

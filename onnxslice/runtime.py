@@ -16,7 +16,8 @@ import onnxruntime as ort
 from onnxslice.data import DataSource
 from onnxslice.errors import InputError, first_line
 from onnxslice.graph_utils import data_inputs, dims
-from onnxslice.large import through_file
+from onnxslice.large import FLOAT_TYPES, through_file
+from onnxslice.precision import float_boundaries
 
 DEVICES = ("auto", "cpu", "cuda")
 # graph optimisers log through the default logger, not the session's: e.g. a warning per Unsqueeze of a transformer's
@@ -41,6 +42,9 @@ def providers_for(device: str = "auto") -> list[str]:
 
 
 def make_session(model: onnx.ModelProto, device: str = "auto", threads: int | None = None) -> ort.InferenceSession:
+    """An onnxruntime session of ``model``; one that takes or gives bfloat16, which numpy has no type for, takes
+    and gives float32 instead (:func:`onnxslice.precision.float_boundaries`)."""
+    model = float_boundaries(model)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
@@ -96,9 +100,7 @@ def scores_output(model: onnx.ModelProto) -> tuple[str, int]:
     """
     for out in model.graph.output:
         tensor = out.type.tensor_type
-        if not out.type.HasField("tensor_type") or tensor.elem_type not in (onnx.TensorProto.FLOAT,
-                                                                          onnx.TensorProto.DOUBLE,
-                                                                          onnx.TensorProto.FLOAT16):
+        if not out.type.HasField("tensor_type") or tensor.elem_type not in FLOAT_TYPES:
             continue
         shape = dims(out)
         if len(shape) == 2 and isinstance(shape[1], int):

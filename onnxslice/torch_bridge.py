@@ -52,7 +52,9 @@ def select_output(outputs: torch.Tensor | tuple | list, index: int) -> torch.Ten
 def to_torch(model: onnx.ModelProto) -> TorchModel:
     """Convert a canonical ONNX model; an op onnx2torch cannot convert is an InputError naming it."""
     from onnx2torch import convert
+    from onnx2torch.node_converters.cast import TENSOR_TYPE_TO_TORCH_TYPE
 
+    TENSOR_TYPE_TO_TORCH_TYPE.setdefault(onnx.TensorProto.BFLOAT16, torch.bfloat16)  # a bfloat16 model's I/O Casts
     model = _without_needless_allowzero(_supported_opset(onnx.ModelProto.FromString(model.SerializeToString())))
     _layer_norm_shapes(model)
     try:

@@ -225,7 +225,7 @@ def check_matches(trainable: Trainable, exported: onnx.ModelProto, example: np.n
     """Max abs difference of the class scores between the module and the exported model; a mismatch beyond
     the tolerances is an internal error (never write a wrong model)."""
     with torch.no_grad():
-        expected = trainable.scores(torch.from_numpy(example.astype(np.float32))).numpy()
+        expected = trainable.scores(torch.from_numpy(example.astype(np.float32))).float().numpy()
     got = make_session(exported, "cpu").run([scores_output(exported)[0]],
                                             {input_name(exported): example.astype(np.float32)})[0]
     if not np.allclose(got, expected, rtol=EXPORT_RTOL, atol=EXPORT_ATOL):
