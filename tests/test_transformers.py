@@ -207,6 +207,95 @@ def test_taylor_of_the_sequence_first_attention_projection_equals_the_pytorch_or
     assert set(result.excluded) == {f"/encoder/layers/encoder_layer_{i}/self_attention/Gemm" for i in (0, 1)}
 
 
+BLOCK0 = "/encoder/layers/encoder_layer_0/self_attention"
+WIDTH, HEADS, HEAD_DIM = 64, 2, 32  #: the in-projection writes Q, K, V (64 each) of 2 heads of 32 channels
+
+
+def _channels(part: str, head: int) -> set[int]:
+    """The in-projection channels of one head's Q, K or V (packed Q | K | V, heads in order within each)."""
+    start = "qkv".index(part) * WIDTH + head * HEAD_DIM
+    return set(range(start, start + HEAD_DIM))
+
+
+def _restructure_block0(vit: dict[str, Path], dropped: set[int]) -> tuple[onnx.ModelProto, onnx.ModelProto, object]:
+    """Restructure the legacy ViT dropping ``dropped`` channels of block 0's in-projection; verified against the mask
+    by restructure's own check on the digits, and here by onnxruntime on them. Returns (original, pruned, report)."""
+    from onnxslice.surgery.mask import mask_model
+    from onnxslice.surgery.restructure import restructure
+    from onnxslice.surgery.verify import verify
+
+    model = load_model(vit["legacy"])
+    kept = {f"{BLOCK0}/MatMul": sorted(set(range(3 * WIDTH)) - dropped)}
+    pruned, report = restructure(model, kept)
+    x = np.load(vit["data"])["x"][:16]
+    check = verify(model, pruned, kept, samples=x)
+    assert check.informative and check.output_scale > 0.1
+    masked = make_session(mask_model(model, kept), "cpu").run(None, {"input": x})[0]
+    got = make_session(pruned, "cpu").run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, masked, rtol=0, atol=1e-5 * np.abs(masked).max())
+    return model, pruned, report
+
+
+def _weights(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Shapes of block 0's in-projection weight, its bias (the Add's constant) and the out-projection weight."""
+    nodes = {node.name: node for node in model.graph.node}
+    shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    return {"in": shapes[nodes[f"{BLOCK0}/MatMul"].input[1]], "bias": shapes[nodes[f"{BLOCK0}/Add"].input[0]],
+            "out": shapes[nodes[f"{BLOCK0}/Gemm"].input[1]]}
+
+
+def _params(model: onnx.ModelProto) -> int:
+    return sum(int(np.prod(init.dims)) for init in model.graph.initializer if init.data_type == TensorProto.FLOAT)
+
+
+@pytest.mark.parametrize("dropped", ["v", "qkv"], ids=["v-only", "q-k-and-v"])
+def test_a_head_whose_v_channels_are_all_dropped_is_removed_whole(vit, dropped):
+    """Oracle: the masked model (restructure's check and onnxruntime on the digits) and counts by hand. Dropping
+    every V channel of head 1 (its Q and K kept by the slice, or dropped too) removes the head: 96 in-projection
+    rows, 32 out-projection columns, one head in every Reshape (the per-head tensors now hold 1 head); the float
+    parameters fall by 96 x 64 + 64 x 32 weights and the bias's 96 entries (the export shares one zero bias between
+    the blocks' in-projections: then the shared bias stays and block 0 gets its own 96, 192 more)."""
+    from onnxslice.graph_utils import tensor_shapes
+
+    dropped_channels = set().union(*(_channels(part, 1) for part in dropped))
+    model, pruned, report = _restructure_block0(vit, dropped_channels)
+    assert report.channels[f"{BLOCK0}/MatMul"] == (192, 96)
+    assert report.attention_heads[0] == {"in_projection": f"{BLOCK0}/MatMul", "heads": 2, "head_dim": 32,
+                                         "removed": [1], "kept": {}}
+    assert report.attention_heads[1]["removed"] == []
+    assert _weights(model) == {"in": (64, 192), "bias": (192,), "out": (64, 64)}
+    assert _weights(pruned) == {"in": (64, 96), "bias": (96,), "out": (64, 32)}
+    per_head = [tensor_shapes(pruned.graph)[f"{BLOCK0}/Reshape_{i}_output_0"] for i in (6, 7, 8)]
+    assert all(shape[1:] == [1, 17, 32] for shape in per_head)
+    bias = next(node.input[0] for node in model.graph.node if node.name == f"{BLOCK0}/Add")
+    shared = sum(bias in node.input for node in model.graph.node) > 1
+    _, base, _ = _restructure_block0(vit, set())
+    assert _params(base) - _params(pruned) == 96 * 64 + 64 * 32 + 96 - (192 if shared else 0)
+
+
+def test_a_head_with_a_v_channel_kept_stays_whole_and_says_why(vit):
+    """Oracle: the masked model (as above). Dropping 31 of head 1's V channels and all of head 0's Q channels removes
+    nothing (no head loses every V channel; a Q channel never goes alone): the dropped channels are zeroed, the
+    report gives each head's reason, and the outputs equal the mask's."""
+    dropped = set(range(160, 191)) | _channels("q", 0)
+    model, pruned, report = _restructure_block0(vit, dropped)
+    assert report.channels[f"{BLOCK0}/MatMul"] == (192, 192)
+    assert report.zeroed == len(dropped)
+    assert report.attention_heads[0]["removed"] == []
+    assert set(report.attention_heads[0]["kept"]) == {0, 1}
+    assert all("keeps some of its V channels" in reason for reason in report.attention_heads[0]["kept"].values())
+    assert _weights(pruned) == _weights(model)
+
+
+def test_dropping_every_v_channel_keeps_one_head_zeroed(vit):
+    """Oracle: the masked model (as above). A Reshape cannot be given 0 heads, so with every V channel dropped head 0
+    stays (zeroed, the reason given) and head 1 goes."""
+    _, pruned, report = _restructure_block0(vit, _channels("v", 0) | _channels("v", 1))
+    assert report.attention_heads[0]["removed"] == [1]
+    assert "one head stays" in report.attention_heads[0]["kept"][0]
+    assert _weights(pruned)["in"] == (64, 96)
+
+
 def _pipeline(model: Path, data: Path, folder: Path) -> dict:
     """profile (avg, taylor) -> slice global 0.5 (each metric) -> restructure -> evaluate, through the CLI; every
     step must exit 0. Returns the restructure reports and the slices by metric."""
@@ -261,8 +350,11 @@ def _check_pipeline(vit: dict[str, Path], kind: str, folder: Path) -> None:
         assert set(result[metric]["slice"]["kept_whole"]) == kept_whole
         report = result[metric]["restructure"]
         removed = _mlp_removed(vit[kind], folder / f"{metric}.onnx")
-        print(f"{kind} {metric}: MLP neurons removed {removed:.0%}, max |pruned - masked| {report['max_abs_diff']:.2g},"
-              f" output scale {report['output_scale']:.3g}")
+        heads = report["attention_heads"]
+        assert len(heads) == 2 and all(block["heads"] == 2 for block in heads)
+        print(f"{kind} {metric}: MLP neurons removed {removed:.0%}, attention heads removed "
+              f"{sum(len(block['removed']) for block in heads)} of 4, max |pruned - masked| "
+              f"{report['max_abs_diff']:.2g}, output scale {report['output_scale']:.3g}")
         assert removed >= 0.4
         assert report["output_scale"] > 0.1  # a real check: the outputs vary
         assert report["max_abs_diff"] <= 1e-4 * report["output_scale"]
