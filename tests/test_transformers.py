@@ -254,8 +254,11 @@ def test_a_head_whose_v_channels_are_all_dropped_is_removed_whole(vit, dropped):
     every V channel of head 1 (its Q and K kept by the slice, or dropped too) removes the head: 96 in-projection
     rows, 32 out-projection columns, one head in every Reshape (the per-head tensors now hold 1 head); the float
     parameters fall by 96 x 64 + 64 x 32 weights and the bias's 96 entries (the export shares one zero bias between
-    the blocks' in-projections: then the shared bias stays and block 0 gets its own 96, 192 more)."""
+    the blocks' in-projections: then the shared bias stays and block 0 gets its own 96, 192 more); the size a slice
+    predicts (the slicing groups) is the size restructure reaches."""
+    from onnxslice.api import Model
     from onnxslice.graph_utils import tensor_shapes
+    from onnxslice.slicing.groups import SelectionGroups
 
     dropped_channels = set().union(*(_channels(part, 1) for part in dropped))
     model, pruned, report = _restructure_block0(vit, dropped_channels)
@@ -271,6 +274,8 @@ def test_a_head_whose_v_channels_are_all_dropped_is_removed_whole(vit, dropped):
     shared = sum(bias in node.input for node in model.graph.node) > 1
     _, base, _ = _restructure_block0(vit, set())
     assert _params(base) - _params(pruned) == 96 * 64 + 64 * 32 + 96 - (192 if shared else 0)
+    kept = {f"{BLOCK0}/MatMul": sorted(set(range(192)) - dropped_channels)}
+    assert SelectionGroups.of_model(model).size_of_slice(kept)["params"] == Model(pruned).params  # Q, K follow
 
 
 def test_a_head_with_a_v_channel_kept_stays_whole_and_says_why(vit):
