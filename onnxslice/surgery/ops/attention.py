@@ -1,12 +1,16 @@
 """Multi-head attention between an in-projection and an out-projection: heads are removed as whole groups.
 
-Recognised: what PyTorch's legacy exporter writes for ``nn.MultiheadAttention`` with packed, sequence-first Q, K, V
-(T tokens, N samples, H heads of d channels, E = H·d):
+Recognised: what PyTorch's exporters (legacy and dynamo) write for ``nn.MultiheadAttention`` with packed,
+sequence-first Q, K, V (T tokens, N samples, H heads of d channels, E = H·d):
 
     in-projection (T, N, 3E) -> Reshape (T, N, 3, E) -> Unsqueeze 0 -> Transpose (3, 1, 2, 0, 4) -> Squeeze 3
     -> Gather 0 / 1 / 2 on axis 0: Q, K, V (T, N, E); each -> Reshape (T, N·H, d) -> Transpose (1, 0, 2)
-    -> Reshape (N, H, T, d); Softmax((Q·s) @ Transpose(K)·s) @ V -> Transpose (2, 0, 1, 3) -> Reshape (T·N, E)
-    -> out-projection.
+    -> Reshape (N, H, T, d); Softmax((Q·s) @ Kᵀ·s) @ V -> Transpose (2, 0, 1, 3) -> Reshape (T·N, E)
+    -> out-projection,
+
+where Kᵀ is a Transpose (0, 1, 3, 2) (legacy) or a Reshape to (N·H, T, d), Transpose (0, 2, 1), Reshape back to
+(N, H, d, T) taking N and H from K's shape (dynamo). Every head count in a Reshape target is -1 (inferred), a
+constant, or the constant factor H of a computed N·H; restructure rewrites the constants.
 
 The rule, exact against the mask (:func:`onnxslice.surgery.mask.mask_model`): head h's output is
 softmax(Q_h K_hᵀ s²) V_h, computed from head h's channels alone. When the slice drops every V channel of head h, the
@@ -16,8 +20,10 @@ the head count of every Reshape) computes the same, and the other heads are unto
 So a head is one class: its V channels decide (all dropped: the head goes) and its Q and K channels follow it (they
 go with it whether the slice drops them or not: they no longer matter). A head with any V channel kept stays whole,
 the channels the slice drops in it zeroed as the mask zeroes them (a Q or K channel is never removed alone: every
-head keeps the same d). Anything else (another exporter's pattern, a bias added to the scores) is not recognised: the
-Reshape rule keeps the channels whole, as for any Reshape it cannot follow.
+head keeps the same d). One head of every attention stays even when all their V channels are dropped (a Reshape
+reads a head count of 0 as "copy the input's"); it is zeroed. Anything else (another exporter's pattern, a bias
+added to the scores) is not recognised: the Reshape rule keeps the channels whole, as for any Reshape it cannot
+follow.
 """
 
 from __future__ import annotations
@@ -118,16 +124,17 @@ def _match(an: Analysis, reshape: onnx.NodeProto) -> tuple[str, int, int, list[H
     _require(_only_reads_shape(an, packed, reshape) and _single_chain(an, layer))
     _require(_static(an.shapes[reshape.output[0]], (tokens, None, 3, width)))
     node = _next(an, reshape, "Unsqueeze")
-    _require(_ints(an, node, "axes") == [0])
+    _require(_axes(an, node, 5) == [0])
     node = _next(an, node, "Transpose")
     _require(attribute(node, "perm", None) == [3, 1, 2, 0, 4])
     node = _next(an, node, "Squeeze")
-    _require(_ints(an, node, "axes") == [3])
+    _require(_axes(an, node, 5) == [3])
     gathers = an.users[node.output[0]]
     _require(len(gathers) == 3 and all(g.op_type == "Gather" and attribute(g, "axis", 0) == 0 for g in gathers))
     by_index = {int(an.const_input(g, 1)): g for g in gathers}
     _require(sorted(by_index) == [0, 1, 2])
-    counts, split = [], []
+    counts: list[HeadCount | None] = []
+    split = []
     for gather in (by_index[0], by_index[1], by_index[2]):
         merged = _next(an, gather, "Reshape")
         node = _next(an, merged, "Transpose")
@@ -142,9 +149,7 @@ def _match(an: Analysis, reshape: onnx.NodeProto) -> tuple[str, int, int, list[H
     counts.append(_head_count(an, reshape, 3, heads, head_dim))
     query, key, value = split
     scaled_query = _next(an, query, "Mul")
-    node = _next(an, key, "Transpose")
-    _require(attribute(node, "perm", None) == [0, 1, 3, 2])
-    scaled_key = _next(an, node, "Mul")
+    scaled_key = _next(an, _transposed_key(an, key, tokens, heads, head_dim, counts), "Mul")
     _require(_is_scalar(an, scaled_query) and _is_scalar(an, scaled_key))
     scores = _next(an, scaled_query, "MatMul")
     _require(list(scores.input) == [scaled_query.output[0], scaled_key.output[0]])
@@ -156,10 +161,41 @@ def _match(an: Analysis, reshape: onnx.NodeProto) -> tuple[str, int, int, list[H
     _require(attribute(node, "perm", None) == [2, 0, 1, 3])
     flat = _next(an, node, "Reshape")
     _require(_static(an.shapes[flat.output[0]], (None, width)))
-    _head_count(an, flat, 1, heads, head_dim)  # rewritten by the Reshape family's edit, as for any tracked Reshape
+    count = _head_count(an, flat, 1, heads, head_dim)  # written by the Reshape family's edit (a tracked Reshape)
+    _require(count is None or an.nodes[count.node].op_type in ("Reshape", "Concat"))
     users = an.users[flat.output[0]]
     _require(len(users) == 1 and users[0].name in an.layers and users[0].input[0] == flat.output[0])
-    return layer.name, heads, head_dim, counts, flat.output[0]
+    return layer.name, heads, head_dim, [count for count in counts if count is not None], flat.output[0]
+
+
+def _transposed_key(an: Analysis, key: onnx.NodeProto, tokens: int, heads: int, head_dim: int,
+                    counts: list[HeadCount | None]) -> onnx.NodeProto:
+    """The node that writes Kᵀ (N, H, d, T) from the per-head K (N, H, T, d): a Transpose (0, 1, 3, 2) (legacy
+    export), or a Reshape to (N·H, T, d), a Transpose (0, 2, 1) and a Reshape back whose target takes N and H from
+    K's own shape (dynamo export). Head-count constants on the way are added to ``counts``."""
+    users = an.users[key.output[0]]
+    if len(users) == 1 and users[0].op_type == "Transpose":
+        _require(attribute(users[0], "perm", None) == [0, 1, 3, 2])
+        return users[0]
+    shapes = [user for user in users if user.op_type == "Shape"]
+    merge = [user for user in users if user.op_type != "Shape"]
+    _require(len(merge) == 1 and merge[0].op_type == "Reshape")
+    merge = merge[0]
+    _require(_static(an.shapes[merge.output[0]], (None, tokens, head_dim)))
+    counts.append(_head_count(an, merge, 0, heads, 1))
+    node = _next(an, merge, "Transpose")
+    _require(attribute(node, "perm", None) == [0, 2, 1])
+    unmerge = _next(an, node, "Reshape")
+    _require(_static(an.shapes[unmerge.output[0]], (None, heads, head_dim, tokens)))
+    concat = _producer(an, unmerge.input[1])
+    _require(concat.op_type == "Concat" and len(concat.input) == 3 and len(shapes) == 1)
+    leading, *rest = concat.input
+    _require([an.consts[name].tolist() for name in rest] == [[head_dim], [tokens]])
+    read = _producer(an, leading)
+    _require(read.op_type == "Slice" and read.input[0] == shapes[0].output[0] and len(read.input) == 3)
+    _require(an.users[shapes[0].output[0]] == [read] and an.users[leading] == [concat])
+    _require(list(range(4))[slice(int(an.consts[read.input[1]][0]), int(an.consts[read.input[2]][0]))] == [0, 1])
+    return unmerge
 
 
 def _require(condition: bool) -> None:
@@ -174,12 +210,12 @@ def _next(an: Analysis, node: onnx.NodeProto, op_type: str) -> onnx.NodeProto:
     return users[0]
 
 
-def _ints(an: Analysis, node: onnx.NodeProto, name: str) -> list[int] | None:
-    """An attribute or (from opset 13) constant input 1 holding a list of ints."""
-    found = attribute(node, name, None)
+def _axes(an: Analysis, node: onnx.NodeProto, rank: int) -> list[int] | None:
+    """A Squeeze's or Unsqueeze's axes (attribute, or constant input from opset 13), each in 0..rank-1."""
+    found = attribute(node, "axes", None)
     if found is None:
         found = an.const_input(node, 1)
-    return None if found is None else [int(v) for v in np.atleast_1d(found)]
+    return None if found is None else sorted(int(v) % rank for v in np.atleast_1d(found))
 
 
 def _static(shape: list | None, expected: tuple[int | None, ...]) -> bool:
@@ -205,14 +241,15 @@ def _single_chain(an: Analysis, layer: NeuronLayer) -> bool:
     return all(len(an.users[an.nodes[name].output[0]]) == 1 for name in names)
 
 
-def _head_count(an: Analysis, reshape: onnx.NodeProto, axis: int, heads: int, per_head: int) -> HeadCount:
+def _head_count(an: Analysis, reshape: onnx.NodeProto, axis: int, heads: int, per_head: int) -> HeadCount | None:
     """The constant that sets entry ``axis`` of a Reshape's target shape to ``heads``·``per_head`` (or to N·H
     through ``Mul(N, H)``): the target itself, a constant piece of the Concat that builds it, or the constant factor
-    of the Mul that a computed piece comes from."""
+    of the Mul that a computed piece comes from. None where the entry is -1 (the Reshape infers it)."""
     target = reshape.input[1]
     if target in an.consts:
-        _require(an.consts[target][axis] == heads * per_head)
-        return HeadCount(reshape.name, 1, axis, per_head)
+        entry = an.consts[target][axis]
+        _require(entry in (-1, heads * per_head))
+        return None if entry == -1 else HeadCount(reshape.name, 1, axis, per_head)
     concat = _producer(an, target)
     _require(concat.op_type == "Concat")
     lengths = [vector_length(an.shapes.get(piece)) for piece in concat.input]
@@ -221,8 +258,9 @@ def _head_count(an: Analysis, reshape: onnx.NodeProto, axis: int, heads: int, pe
     index, entry = found
     piece = concat.input[index]
     if piece in an.consts:
-        _require(an.consts[piece][entry] == heads * per_head)
-        return HeadCount(concat.name, index, entry, per_head)
+        value = an.consts[piece][entry]
+        _require(value in (-1, heads * per_head))
+        return None if value == -1 else HeadCount(concat.name, index, entry, per_head)
     unsqueeze = _producer(an, piece)
     _require(unsqueeze.op_type == "Unsqueeze" and lengths[index] == 1 and per_head == 1)
     mul = _producer(an, unsqueeze.input[0])
