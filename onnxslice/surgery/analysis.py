@@ -11,7 +11,9 @@ says why.
 
 Removal semantics (the oracle is :func:`onnxslice.surgery.mask.mask_model`): a class can be removed
 when every layer channel in it is dropped by the slice, nothing in it is kept for a static reason, and
-every consumer reads either zero there or a constant it can fold into its bias.
+every consumer reads either zero there or a constant it can fold into its bias. *Followers* (an attention
+head's Q and K channels, :mod:`onnxslice.surgery.ops.attention`) do not decide: once the rest of their class
+is dropped they no longer change the output, so they go with it.
 """
 
 from __future__ import annotations

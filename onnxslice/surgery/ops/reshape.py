@@ -1,5 +1,6 @@
 """Flatten and Reshape with static non-batch axes: a channel becomes a block (or a grid) of positions;
-restructure rewrites the constant entry of the target shape that sets the channel count."""
+restructure rewrites the constant entry of the target shape that sets the channel count. A Reshape that starts a
+recognised multi-head attention is left to :mod:`onnxslice.surgery.ops.attention`."""
 
 from __future__ import annotations
 
