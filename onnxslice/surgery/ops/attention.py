@@ -19,10 +19,11 @@ columns. Removing head h (its Q, K and V rows of the in-projection, those column
 the head count of every Reshape) computes the same, and the other heads are untouched (their d and the scale s stay).
 So a head is one class: its V channels decide (all dropped: the head goes) and its Q and K channels follow it (they
 go with it whether the slice drops them or not: they no longer matter). A head with any V channel kept stays whole,
-the channels the slice drops in it zeroed as the mask zeroes them (a Q or K channel is never removed alone: every
-head keeps the same d). One head of every attention stays even when all their V channels are dropped (a Reshape
-reads a head count of 0 as "copy the input's"); it is zeroed. Anything else (another exporter's pattern, a bias
-added to the scores) is not recognised: the Reshape rule keeps the channels whole, as for any Reshape it cannot
+the channels the slice drops in it zeroed as the mask zeroes them. A Q or K channel is never removed alone, even
+where dropping Q_j or K_j of a head would make q_j·k_j zero: the packed Reshape to (3, E) needs Q, K and V of one
+width, and every head the same d. One head of every attention stays even when all their V channels are dropped (a
+Reshape reads a head count of 0 as "copy the input's"); it is zeroed. Anything else (another exporter's pattern, a
+bias added to the scores) is not recognised: the Reshape rule keeps the channels whole, as for any Reshape it cannot
 follow.
 """
 
