@@ -84,4 +84,8 @@ def format_restructure(result: dict) -> str:
     for group in result["kept_whole"]:
         names = ", ".join(group["layers"][:3]) + (f" (+{len(group['layers']) - 3})" if len(group["layers"]) > 3 else "")
         lines.append(f"kept {group['channels']} of {group['of']} channels of {names}: {group['reason']}")
+    for block in result.get("attention_heads", []):
+        lines.append(f"attention heads of {block['in_projection']}: {len(block['removed'])} of {block['heads']} "
+                     f"removed {block['removed']}")
+        lines += [f"  head {head} stays: {reason}" for head, reason in block["kept"].items()]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ Kept apart from :mod:`onnxslice.graph` (canonical form and neuron layers) so tha
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import onnx
@@ -59,6 +60,24 @@ def tensor_shapes(graph: onnx.GraphProto) -> dict[str, list[int | str | None]]:
 def static(shape: list[int | str | None] | None) -> list[int] | None:
     """``shape`` when every axis is static, else None."""
     return shape if shape is not None and all(isinstance(d, int) for d in shape) else None
+
+
+def vector_length(shape: list[int | str | None] | None) -> int | None:
+    """The static length of a 1-D tensor's shape, else None."""
+    return shape[0] if shape is not None and len(shape) == 1 and isinstance(shape[0], int) else None
+
+
+def concat_piece(lengths: Iterable[int | None], axis: int) -> tuple[int, int] | None:
+    """Which piece of a shape built by Concat holds entry ``axis``, and the entry's index in it (None when a
+    piece before it has an unknown length)."""
+    offset = 0
+    for piece, length in enumerate(lengths):
+        if length is None:
+            return None
+        if axis < offset + length:
+            return piece, axis - offset
+        offset += length
+    return None
 
 
 def replace_uses(old: gs.Tensor, new: gs.Tensor) -> None:

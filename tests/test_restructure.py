@@ -322,3 +322,32 @@ def test_a_slice_that_drops_nothing_leaves_the_parameter_count_unchanged(tmp_pat
     everything = {layer.name: list(range(layer.size)) for layer in find_neuron_layers(model).hidden}
     pruned, _ = restructure(model, everything)
     assert count_params(pruned) == count_params(model) == 725_418
+
+
+@pytest.mark.parametrize(("reader", "kept"), [("gather-0", False), ("slice-0-1", False), ("gather-1", True),
+                                              ("slice-0-2", True)])
+def test_a_shape_read_keeps_the_channels_only_where_it_reads_their_count(reader, kept):
+    """Oracle: the graph's construction. The Shape of a hidden (N, 6) activation read at entry 0 (the batch size,
+    by Gather or Slice) leaves its channels removable; read at entry 1 (the channel count, which removal changes)
+    keeps them, with the Shape as the reason."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxslice.graph import canonicalize
+    from onnxslice.surgery.groups import channel_groups
+
+    rng = np.random.default_rng(0)
+    op, *bounds = reader.split("-")
+    consts = {"w1": rng.normal(size=(4, 6)).astype(np.float32), "w2": rng.normal(size=(6, 3)).astype(np.float32),
+              **{f"b{i}": np.array([int(b)] if op == "slice" else int(b)) for i, b in enumerate(bounds)}}
+    read = helper.make_node("Gather", ["shape", "b0"], ["n"], "read") if op == "gather" else \
+        helper.make_node("Slice", ["shape", "b0", "b1"], ["n"], "read")
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], "hidden"), helper.make_node("Relu", ["h"], ["r"], "relu"),
+             helper.make_node("MatMul", ["r", "w2"], ["y"], "out"),
+             helper.make_node("Shape", ["r"], ["shape"], "shape"), read]
+    graph = helper.make_graph(nodes, "shape_read", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3]),
+                               helper.make_tensor_value_info("n", TensorProto.INT64, None)],
+                              [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    model = canonicalize(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    group = next(g for g in channel_groups(model).groups() if g["layers"] == ["hidden"])
+    assert group["kept"] == ({"Shape node 'shape' is not understood": 6} if kept else {})

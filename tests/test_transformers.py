@@ -207,9 +207,121 @@ def test_taylor_of_the_sequence_first_attention_projection_equals_the_pytorch_or
     assert set(result.excluded) == {f"/encoder/layers/encoder_layer_{i}/self_attention/Gemm" for i in (0, 1)}
 
 
+BLOCK0 = "encoder.layers.encoder_layer_0.self_attention"  #: module path of block 0's attention
+WIDTH, HEADS, HEAD_DIM = 64, 2, 32  #: the in-projection writes Q, K, V (64 each) of 2 heads of 32 channels
+
+
+def _channels(part: str, head: int) -> set[int]:
+    """The in-projection channels of one head's Q, K or V (packed Q | K | V, heads in order within each)."""
+    start = "qkv".index(part) * WIDTH + head * HEAD_DIM
+    return set(range(start, start + HEAD_DIM))
+
+
+def _block0(model: onnx.ModelProto) -> dict[str, str]:
+    """Node names (exporter-given) of block 0's in-projection, its bias Add and its out-projection."""
+    layers = {layer.display: layer for layer in find_neuron_layers(model).layers}
+    return {"in": layers[BLOCK0].name, "bias": layers[BLOCK0].tail[0], "out": layers[f"{BLOCK0}.out_proj"].name}
+
+
+def _restructure_block0(path: Path, data: Path, dropped: set[int]) -> tuple[onnx.ModelProto, onnx.ModelProto, object]:
+    """Restructure the ViT dropping ``dropped`` channels of block 0's in-projection; verified against the mask by
+    restructure's own check on the digits, and here by onnxruntime on them. Returns (original, pruned, report)."""
+    from onnxslice.surgery.mask import mask_model
+    from onnxslice.surgery.restructure import restructure
+    from onnxslice.surgery.verify import verify
+
+    model = load_model(path)
+    kept = {_block0(model)["in"]: sorted(set(range(3 * WIDTH)) - dropped)}
+    pruned, report = restructure(model, kept)
+    x = np.load(data)["x"][:16]
+    check = verify(model, pruned, kept, samples=x)
+    assert check.informative and check.output_scale > 0.1
+    masked = make_session(mask_model(model, kept), "cpu").run(None, {"input": x})[0]
+    got = make_session(pruned, "cpu").run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, masked, rtol=0, atol=1e-5 * np.abs(masked).max())
+    return model, pruned, report
+
+
+def _weights(model: onnx.ModelProto, names: dict[str, str]) -> dict[str, tuple[int, ...]]:
+    """Shapes of block 0's in-projection weight, its bias (the Add's constant) and the out-projection weight."""
+    nodes = {node.name: node for node in model.graph.node}
+    shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    bias = next(shapes[name] for name in nodes[names["bias"]].input if name in shapes)
+    return {"in": shapes[nodes[names["in"]].input[1]], "bias": bias, "out": shapes[nodes[names["out"]].input[1]]}
+
+
+def _params(model: onnx.ModelProto) -> int:
+    return sum(int(np.prod(init.dims)) for init in model.graph.initializer if init.data_type == TensorProto.FLOAT)
+
+
+def _score_shapes(model: onnx.ModelProto) -> set[tuple]:
+    """(heads, tokens, tokens) of every 4-D tensor of attention scores (N, heads, 17, 17)."""
+    from onnxslice.graph_utils import tensor_shapes
+
+    return {tuple(shape[1:]) for shape in tensor_shapes(model.graph).values()
+            if len(shape) == 4 and shape[2:] == [17, 17]}
+
+
+@pytest.mark.parametrize("kind", ["legacy", "dynamo"])
+@pytest.mark.parametrize("dropped", ["v", "qkv"], ids=["v-only", "q-k-and-v"])
+def test_a_head_whose_v_channels_are_all_dropped_is_removed_whole(vit, kind, dropped):
+    """Oracle: the masked model (restructure's check and onnxruntime on the digits) and counts by hand. Dropping
+    every V channel of head 1 (its Q and K kept by the slice, or dropped too) removes the head: 96 in-projection
+    rows, 32 out-projection columns, one head in every Reshape (block 0's attention scores now hold 1 head, block
+    1's still 2); the float parameters fall by 96 x 64 + 64 x 32 weights and the bias's 96 entries (where the export
+    shares one zero bias between the blocks' in-projections, the shared bias stays and block 0 gets its own 96: 192
+    more); the size a slice predicts (the slicing groups) is the size restructure reaches."""
+    from onnxslice.api import Model
+    from onnxslice.slicing.groups import SelectionGroups
+
+    dropped_channels = set().union(*(_channels(part, 1) for part in dropped))
+    model, pruned, report = _restructure_block0(vit[kind], vit["data"], dropped_channels)
+    names = _block0(model)
+    assert report.channels[names["in"]] == (192, 96)
+    assert report.attention_heads[0] == {"in_projection": names["in"], "heads": 2, "head_dim": 32, "removed": [1],
+                                         "kept": {}}
+    assert report.attention_heads[1]["removed"] == []
+    assert _weights(model, names) == {"in": (64, 192), "bias": (192,), "out": (64, 64)}
+    assert _weights(pruned, names) == {"in": (64, 96), "bias": (96,), "out": (64, 32)}
+    assert _score_shapes(model) == {(2, 17, 17)} and _score_shapes(pruned) == {(1, 17, 17), (2, 17, 17)}
+    bias = next(name for name in next(n for n in model.graph.node if n.name == names["bias"]).input
+                if name in {init.name for init in model.graph.initializer})
+    shared = sum(bias in node.input for node in model.graph.node) > 1
+    _, base, _ = _restructure_block0(vit[kind], vit["data"], set())
+    assert _params(base) - _params(pruned) == 96 * 64 + 64 * 32 + 96 - (192 if shared else 0)
+    kept = {names["in"]: sorted(set(range(192)) - dropped_channels)}
+    assert SelectionGroups.of_model(model).size_of_slice(kept)["params"] == Model(pruned).params  # Q, K follow
+
+
+@pytest.mark.parametrize("kind", ["legacy", "dynamo"])
+def test_a_head_with_a_v_channel_kept_stays_whole_and_says_why(vit, kind):
+    """Oracle: the masked model (as above). Dropping 31 of head 1's V channels and all of head 0's Q channels removes
+    nothing (no head loses every V channel; a Q channel never goes alone): the dropped channels are zeroed, the
+    report gives each head's reason, and the outputs equal the mask's."""
+    dropped = set(range(160, 191)) | _channels("q", 0)
+    model, pruned, report = _restructure_block0(vit[kind], vit["data"], dropped)
+    names = _block0(model)
+    assert report.channels[names["in"]] == (192, 192)
+    assert report.zeroed == len(dropped)
+    assert report.attention_heads[0]["removed"] == []
+    assert set(report.attention_heads[0]["kept"]) == {0, 1}
+    assert all("keeps some of its V channels" in reason for reason in report.attention_heads[0]["kept"].values())
+    assert _weights(pruned, names) == _weights(model, names)
+
+
+def test_dropping_every_v_channel_keeps_one_head_zeroed(vit):
+    """Oracle: the masked model (as above). A Reshape cannot be given 0 heads, so with every V channel dropped head 0
+    stays (zeroed, the reason given) and head 1 goes."""
+    model, pruned, report = _restructure_block0(vit["legacy"], vit["data"], _channels("v", 0) | _channels("v", 1))
+    assert report.attention_heads[0]["removed"] == [1]
+    assert "one head stays" in report.attention_heads[0]["kept"][0]
+    assert _weights(pruned, _block0(model))["in"] == (64, 96)
+
+
 def _pipeline(model: Path, data: Path, folder: Path) -> dict:
-    """profile (avg, taylor) -> slice global 0.5 (each metric) -> restructure -> evaluate, through the CLI; every
-    step must exit 0. Returns the restructure reports and the slices by metric."""
+    """profile (avg, taylor) -> slice global 0.5 (each metric) -> restructure -> evaluate, through the CLI, and the
+    taylor slice with ``--round-to 1`` -> restructure; every step must exit 0. Returns the restructure reports and the
+    slices by metric ("taylor-round-1": that restructure's report)."""
     runner = CliRunner()
 
     def run(*args: str) -> dict:
@@ -228,6 +340,10 @@ def _pipeline(model: Path, data: Path, folder: Path) -> dict:
         evaluation = run("evaluate", str(folder / f"{metric}.onnx"), "--data", str(data))
         out[metric] = {"restructure": report, "evaluate": evaluation,
                        "slice": json.loads((folder / f"{metric}.json").read_text())}
+    run("slice", str(model), "--profile", str(folder / "p.npz"), "--metric", "taylor", "--strategy", "global",
+        "--ratio", "0.5", "--round-to", "1", "-o", str(folder / "round1.json"))
+    out["taylor-round-1"] = run("restructure", str(model), "--slice", str(folder / "round1.json"), "--data", str(data),
+                                "-o", str(folder / "round1.onnx"))
     return out
 
 
@@ -261,18 +377,28 @@ def _check_pipeline(vit: dict[str, Path], kind: str, folder: Path) -> None:
         assert set(result[metric]["slice"]["kept_whole"]) == kept_whole
         report = result[metric]["restructure"]
         removed = _mlp_removed(vit[kind], folder / f"{metric}.onnx")
-        print(f"{kind} {metric}: MLP neurons removed {removed:.0%}, max |pruned - masked| {report['max_abs_diff']:.2g},"
-              f" output scale {report['output_scale']:.3g}")
+        heads = report["attention_heads"]
+        assert len(heads) == 2 and all(block["heads"] == 2 for block in heads)
+        print(f"{kind} {metric}: MLP neurons removed {removed:.0%}, attention heads removed "
+              f"{sum(len(block['removed']) for block in heads)} of 4, max |pruned - masked| "
+              f"{report['max_abs_diff']:.2g}, output scale {report['output_scale']:.3g}")
         assert removed >= 0.4
         assert report["output_scale"] > 0.1  # a real check: the outputs vary
         assert report["max_abs_diff"] <= 1e-4 * report["output_scale"]
         assert report["params_after"] < report["params_before"]
         assert 0.0 <= result[metric]["evaluate"]["accuracy"] <= 1.0
+    # 2 heads per block: the default --round-to 8 keeps both; at --round-to 1 the ratio keeps one, the other goes
+    assert all(block["removed"] == [] for metric in ("avg", "taylor")
+               for block in result[metric]["restructure"]["attention_heads"])
+    report = result["taylor-round-1"]
+    assert [len(block["removed"]) for block in report["attention_heads"]] == [1, 1]
+    assert report["output_scale"] > 0.1 and report["max_abs_diff"] <= 1e-4 * report["output_scale"]
 
 
 def test_the_legacy_vit_goes_through_profile_slice_restructure_and_evaluate(vit, tmp_path):
     """Oracle: restructure's verification against the masked original on the data (non-degenerate output scale),
-    and the MLP weights of the written model: at least 40 % of the MLP hidden neurons gone at a 0.5 slice."""
+    and the MLP weights of the written model: at least 40 % of the MLP hidden neurons gone at a 0.5 slice; no attention
+    head removed at the default --round-to 8 (2 heads a block round up to 2), one a block at --round-to 1."""
     _check_pipeline(vit, "legacy", tmp_path)
 
 

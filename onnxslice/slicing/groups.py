@@ -14,7 +14,7 @@ keeps or drops whole classes and what it drops is what restructure removes. Term
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -30,6 +30,8 @@ class SelectionGroups:
     coupled: np.ndarray  #: per class: index of its coupled group
     element_class: np.ndarray | None = None  #: per element of the analysis: its class index, -1 if none
     cost: RestructureCost | None = None  #: sizes restructure reaches; None without a model
+    #: layer -> per output channel: it goes with its class whether kept or not (an attention head's Q and K)
+    followers: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -51,8 +53,10 @@ class SelectionGroups:
             if index[root] >= 0:
                 forced[index[root]] = True
         layer_classes = {name: element_class[elems] for name, elems in groups.layer_elems.items()}
+        followers = {name: groups.followers[elems] for name, elems in groups.layer_elems.items()
+                     if groups.followers[elems].any()}
         return cls(layer_classes, forced, _coupled(layer_classes, len(layer_roots)), element_class,
-                   restructure_cost(groups))
+                   restructure_cost(groups), followers)
 
     @classmethod
     def independent(cls, layer_sizes: dict[str, int]) -> SelectionGroups:
@@ -85,11 +89,14 @@ class SelectionGroups:
         return self.cost.evaluate(~keep_element)
 
     def size_of_slice(self, kept: dict[str, list[int]]) -> dict[str, float]:
-        """Parameters and MACs restructure reaches for any slice: a class goes when no member channel is kept."""
+        """Parameters and MACs restructure reaches for any slice: a class goes when no member channel is kept
+        (followers do not count)."""
         keep = np.zeros(self.count, bool)
         for name, classes in self.layer_classes.items():
             indices = kept.get(name)
-            keep[classes if indices is None else classes[list(indices)]] = True
+            chosen = np.zeros(len(classes), bool)
+            chosen[slice(None) if indices is None else list(indices)] = True
+            keep[classes[chosen & ~self.followers.get(name, np.zeros(len(classes), bool))]] = True
         return self.size(keep)
 
 

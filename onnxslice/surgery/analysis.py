@@ -11,7 +11,9 @@ says why.
 
 Removal semantics (the oracle is :func:`onnxslice.surgery.mask.mask_model`): a class can be removed
 when every layer channel in it is dropped by the slice, nothing in it is kept for a static reason, and
-every consumer reads either zero there or a constant it can fold into its bias.
+every consumer reads either zero there or a constant it can fold into its bias. *Followers* (an attention
+head's Q and K channels, :mod:`onnxslice.surgery.ops.attention`) do not decide: once the rest of their class
+is dropped they no longer change the output, so they go with it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from onnxslice.graph import LayerScan, constant_values, consumers_of, find_neuro
 from onnxslice.graph_utils import tensor_shapes
 
 if TYPE_CHECKING:
+    from onnxslice.surgery.ops.attention import Attention
     from onnxslice.surgery.ops.base import OpFamily
 
 
@@ -93,9 +96,14 @@ class ChannelGroups:
     layer_elems: dict[str, np.ndarray]  #: layer name -> element id of each output channel
     kept_reason: dict[int, str]  #: root -> why the class can never be removed
     by_position: set[str]  #: grouped convs that lose the same positions in every group (not whole groups)
+    followers: np.ndarray  #: per element: it goes with its class whether the slice keeps it or not (a head's Q, K)
+    attention: list[Attention]  #: recognised multi-head attentions (their head counts are edited)
 
     def removed(self, kept: Mapping[str, Sequence[int]]) -> np.ndarray:
-        """Boolean per element: its class is removed under the slice ``kept`` (layers not named keep all)."""
+        """Boolean per element: its class is removed under the slice ``kept`` (layers not named keep all).
+
+        Followers do not decide; one head of every attention stays (a Reshape reads a head count of 0 as "copy").
+        """
         drop_root = np.zeros(len(self.roots), dtype=bool)
         keep_root = np.zeros(len(self.roots), dtype=bool)
         for name, elems in self.layer_elems.items():
@@ -104,11 +112,17 @@ class ChannelGroups:
                 dropped[list(kept[name])] = False
             else:
                 dropped[:] = False
-            drop_root[self.roots[elems[dropped]]] = True
-            keep_root[self.roots[elems[~dropped]]] = True
+            deciding = ~self.followers[elems]
+            drop_root[self.roots[elems[dropped & deciding]]] = True
+            keep_root[self.roots[elems[~dropped & deciding]]] = True
         for root in self.kept_reason:
             keep_root[root] = True
-        return (drop_root & ~keep_root)[self.roots]
+        removed = drop_root & ~keep_root
+        for attention in self.attention:
+            heads = self.roots[attention.values[:, 0]]
+            if removed[heads].all():
+                removed[heads[0]] = False
+        return removed[self.roots]
 
     def groups(self) -> list[dict]:
         """Layers coupled through shared classes, with the classes kept for a static reason."""
@@ -152,6 +166,8 @@ class Analysis:
         self.reasons: dict[int, str] = {}
         self.layer_elems: dict[str, np.ndarray] = {}
         self.by_position: set[str] = set()
+        self.followers: set[int] = set()
+        self.attention: list[Attention] = []
 
     def run(self, layer_family: OpFamily, family_of: Callable[[str], OpFamily]) -> ChannelGroups:
         """Apply ``layer_family``'s rule to the neuron layers, ``family_of(op type)``'s to other nodes that read a
@@ -172,8 +188,10 @@ class Analysis:
         kept_reason: dict[int, str] = {}
         for elem, reason in self.reasons.items():
             kept_reason.setdefault(int(roots[elem]), reason)
+        followers = np.zeros(len(roots), dtype=bool)
+        followers[list(self.followers)] = True
         return ChannelGroups(self.model, self.scan, self.tracks, roots, self.layer_elems, kept_reason,
-                             self.by_position)
+                             self.by_position, followers, self.attention)
 
     def apply(self, family: OpFamily, node: onnx.NodeProto) -> None:
         """Run a family's rule; a pattern it trips over keeps the channels it reads rather than guessing."""

@@ -52,6 +52,8 @@ class Editor:
                 self.layer_family.edit(self, node)
             elif node.outputs and node.outputs[0].name in self.groups.tracks:
                 self.family_of(node.op).edit(self, node)
+        for attention in self.groups.attention:
+            attention.edit(self)
         self._cancel_offsets()
         io = {id(t) for t in [*self.graph.inputs, *self.graph.outputs]}
         for tensor in self.graph.tensors().values():
@@ -89,7 +91,7 @@ class Editor:
         if isinstance(old, gs.Constant) and same_array(np.asarray(old.values), array):
             return
         base = old.name if old is not None and old.name else f"{node.name}_input{index}"
-        constant = gs.Constant(f"{base}__{node.name}__{index}", np.ascontiguousarray(array))
+        constant = gs.Constant(f"{base}__{node.name}__{index}", np.array(array, order="C"))  # keeps a scalar 0-d
         while len(node.inputs) <= index:
             node.inputs.append(gs.Variable.empty())
         node.inputs[index] = constant

@@ -4,7 +4,8 @@ The channel groups (:mod:`onnxslice.surgery.groups`) decide which channels go; t
 (:mod:`onnxslice.surgery.editor`) applies each op family's edit (:mod:`onnxslice.surgery.ops`): neuron layers
 lose output rows and input columns (folding any constant a removed input leaves into the bias), element-wise
 ops and BatchNormalization lose the matching entries of their constant operands, grouped convolutions change
-``group``, and Reshape / Split / Slice / Resize get their constant sizes recomputed.
+``group``, Reshape / Split / Slice / Resize get their constant sizes recomputed, and a recognised multi-head
+attention loses whole heads (:mod:`onnxslice.surgery.ops.attention`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class RestructureReport:
     dropped_by_slice: int  #: hidden channels the slice drops
     zeroed: int  #: dropped channels kept (zeroed) because a coupled layer keeps them or for a reason below
     kept_whole: list[dict] = field(default_factory=list)  #: {"layers", "channels", "reason"}
+    #: per recognised multi-head attention: {"in_projection", "heads", "head_dim", "removed", "kept": {head: reason}}
+    attention_heads: list[dict] = field(default_factory=list)
 
     @property
     def channels_before(self) -> int:
@@ -55,6 +58,7 @@ class RestructureReport:
             "channels_removed_fraction": self.removed_fraction,
             "layers": {name: {"before": b, "after": a} for name, (b, a) in self.channels.items()},
             "kept_whole": self.kept_whole,
+            "attention_heads": self.attention_heads,
         }
 
 
@@ -95,7 +99,8 @@ def restructure(model: onnx.ModelProto, kept: Mapping[str, Sequence[int]],
     kept_whole = [{"layers": g["layers"], "channels": count, "of": g["channels"], "reason": reason}
                   for g in groups.groups() for reason, count in g["kept"].items()
                   if not reason.startswith("classifier output")]
-    return pruned, RestructureReport(channels, dropped, editor.zeroed, kept_whole)
+    heads = [attention.summary(editor) for attention in groups.attention]
+    return pruned, RestructureReport(channels, dropped, editor.zeroed, kept_whole, heads)
 
 
 def layer_raw_output(groups: ChannelGroups, layer: NeuronLayer) -> str:

@@ -1,18 +1,19 @@
 """Flatten and Reshape with static non-batch axes: a channel becomes a block (or a grid) of positions;
-restructure rewrites the constant entry of the target shape that sets the channel count."""
+restructure rewrites the constant entry of the target shape that sets the channel count. A Reshape that starts a
+recognised multi-head attention is left to :mod:`onnxslice.surgery.ops.attention`."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnxslice.graph_utils import attribute
+from onnxslice.graph_utils import attribute, concat_piece, vector_length
 from onnxslice.surgery.analysis import Analysis
 from onnxslice.surgery.editor import Editor
+from onnxslice.surgery.ops.attention import heads_rule
 from onnxslice.surgery.ops.base import OpFamily, register
 
 
@@ -21,6 +22,8 @@ class Reshape(OpFamily):
     ops = frozenset({"Flatten", "Reshape"})
 
     def rule(self, analysis: Analysis, node: onnx.NodeProto) -> None:
+        if node.op_type == "Reshape" and heads_rule(analysis, node):
+            return
         track = analysis.tracks[node.input[0]]
         shape_in, shape_out = analysis.full_shape(node.input[0]), analysis.full_shape(node.output[0])
         real_in, real_out = analysis.shapes.get(node.input[0]), analysis.shapes.get(node.output[0])
@@ -63,19 +66,6 @@ class Reshape(OpFamily):
             editor.set_value(concat, piece, values)
 
 
-def concat_piece(lengths: Iterable[int | None], axis: int) -> tuple[int, int] | None:
-    """Which piece of a shape built by Concat holds entry ``axis``, and the entry's index in it (None when a
-    piece before it has an unknown length)."""
-    offset = 0
-    for piece, length in enumerate(lengths):
-        if length is None:
-            return None
-        if axis < offset + length:
-            return piece, axis - offset
-        offset += length
-    return None
-
-
 def _channel_count_is_constant(an: Analysis, shape_name: str, axis: int) -> bool:
     """Whether a constant (the target shape, or a constant piece of the Concat that builds it) sets output axis
     ``axis`` of a Reshape: the entry restructure rewrites."""
@@ -84,7 +74,7 @@ def _channel_count_is_constant(an: Analysis, shape_name: str, axis: int) -> bool
     producer = next((n for n in an.model.graph.node if shape_name in n.output), None)
     if producer is None or producer.op_type != "Concat":
         return False
-    found = concat_piece((_vector_length(an.shapes.get(piece)) for piece in producer.input), axis)
+    found = concat_piece((vector_length(an.shapes.get(piece)) for piece in producer.input), axis)
     if found is None:
         return False
     piece, index = producer.input[found[0]], found[1]
@@ -93,10 +83,6 @@ def _channel_count_is_constant(an: Analysis, shape_name: str, axis: int) -> bool
 
 def _settable(entry: np.integer) -> bool:
     return entry > 0 or entry == -1
-
-
-def _vector_length(shape: list[int | str | None] | None) -> int | None:
-    return shape[0] if shape is not None and len(shape) == 1 and isinstance(shape[0], int) else None
 
 
 def _batch_first_target(an: Analysis, node: onnx.NodeProto, shape_in: tuple[int, ...] | None
