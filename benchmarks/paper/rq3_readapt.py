@@ -3,7 +3,7 @@
 For each bundled model and attack (FGSM, PGD): ``osl.readapt`` (``onnxslice readapt``) training all
 parameters (fully training) and only the critical neurons of the semantic slice of RQ2
 (``common.choose_slice``: Taylor, profiled on digits:train, the Θ in 0.90..0.99 that removes the most
-parameters within 0.5 points on digits:test).
+parameters within 0.5 points on digits:val).
 Training data: 100 samples per class of digits:train (the paper's 1,000 adversarial samples); reported on
 digits:test. Reads TPR (trained parameter ratio), RA (accuracy on the adversarial samples after retraining)
 and RAA (accuracy against a fresh attack on the re-adapted model) from its report. Writes ``rq3.md``
@@ -22,6 +22,7 @@ from common import (
     MODELS,
     TEST,
     TRAIN,
+    VAL,
     choose_slice,
     provenance,
     quiet_torch,
@@ -54,12 +55,12 @@ def main() -> None:
                         help="Adam learning rate (the tables were made with 5e-3; the commands' default is 1e-4).")
     args = parser.parse_args()
     quiet_torch()
-    train, test = load_data(TRAIN), load_data(TEST)
+    train, val = load_data(TRAIN), load_data(VAL)
     measured: dict[tuple[str, str], dict[str, dict]] = {}
     notes = []
     few_train, few_test = load_data(TRAIN, max_per_class=PER_CLASS), load_data(TEST, max_per_class=PER_CLASS)
     for name, path in MODELS.items():
-        theta, removed, masked, piece = choose_slice(path, train, test, 0.005)
+        theta, removed, masked, piece = choose_slice(path, train, val, 0.005)
         notes.append(f"{name}: semantic slice Θ = {theta:.2f} ({METRIC}), {removed:.2%} of the parameters "
                      f"outside it, masked accuracy {masked:.2%}.")
         model = osl.load(path)

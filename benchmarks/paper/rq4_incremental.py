@@ -2,11 +2,12 @@
 
 Task A = digits 0-4, task B = digits 5-9. For each bundled architecture a task-A model is trained on
 digits:train:0-4 (``models/train.py``'s seeded recipe, 10 outputs) and exported; its semantic slice
-(``common.choose_slice`` on task A) marks the neurons to keep. ``osl.incremental`` (``onnxslice incremental``)
-then learns task B (digits:train:5-9) with: ``train_all`` (plain retraining), the same plus replay of 5% / 10% / 100% of
-task A's training data, the semantic slice (its neurons frozen), and the slice plus 10% replay. Task A is
-measured on digits:test:0-4, task B on digits:test:5-9, as the function reports them (``task_a`` on the
-old-task model it returns; ``task_a_new_model`` on the new model). Writes ``rq4.md``.
+(``common.choose_slice`` on task A, Θ chosen on digits:val:0-4) marks the neurons to keep.
+``osl.incremental`` (``onnxslice incremental``) then learns task B (digits:train:5-9) with: ``train_all``
+(plain retraining), the same plus replay of 5% / 10% / 100% of task A's training data, the semantic slice
+(its neurons frozen), and the slice plus 10% replay. Task A is measured on digits:test:0-4, task B on
+digits:test:5-9, as the function reports them (``task_a`` on the old-task model it returns;
+``task_a_new_model`` on the new model). Writes ``rq4.md``.
 
     python benchmarks/paper/rq4_incremental.py [--epochs 30] [--lr 5e-3]
 """
@@ -24,6 +25,7 @@ from common import (
     MODELS,
     ROOT,
     TRAIN,
+    VAL,
     choose_slice,
     provenance,
     quiet_torch,
@@ -73,7 +75,7 @@ def main() -> None:
                         help="Adam learning rate (the tables were made with 5e-3; the commands' default is 1e-4).")
     args = parser.parse_args()
     quiet_torch()
-    train_a, test_a = load_data(f"{TRAIN}:{TASK_A}"), load_data(f"digits:test:{TASK_A}")
+    train_a, val_a = load_data(f"{TRAIN}:{TASK_A}"), load_data(f"{VAL}:{TASK_A}")
     measured: dict[str, dict[str, tuple]] = {}
     notes = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,7 +83,7 @@ def main() -> None:
         for name in MODELS:
             arch = name.split("-")[0].lower()
             path = task_a_model(arch, folder)
-            theta, removed, masked, piece = choose_slice(path, train_a, test_a, 0.005)
+            theta, removed, masked, piece = choose_slice(path, train_a, val_a, 0.005)
             model = osl.load(path)
             for method, (train_what, replay) in RUNS.items():
                 *_, result = osl.incremental(model, piece, f"{TRAIN}:{TASK_B}",
