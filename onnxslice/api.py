@@ -332,10 +332,12 @@ def prune(model: Model | str | Path, data: DataSource | str, *, target_macs: flo
 
 
 def readapt(model: Model | str | Path, piece: Slice, data: DataSource | str, eval_data: DataSource | str | None = None,
-            attack: str = "fgsm", eps: float | None = None, clip: tuple[float, float] | None = None,
+            attack: str = "fgsm", eps: float | str | None = "auto", clip: tuple[float, float] | None = None,
             train_all: bool = False, **options) -> tuple[Model, dict]:
     """Re-train only the critical neurons against adversarial samples (``readapt``); the model and the report
-    (RA, RAA, TPR, clean accuracy). ``options``: fields of :class:`onnxslice.maintain.training.TrainingOptions`."""
+    (RA, RAA, TPR, clean accuracy, accuracy on the adversarial samples before). ``eps``: "auto" calibrates the
+    attack per model (at most 20% accuracy under FGSM, 5% under PGD on ``data``), None is 0.1 of the input
+    range, a number is in input units. ``options``: fields of :class:`onnxslice.maintain.training.TrainingOptions`."""
     from onnxslice.maintain.readapt import readapt as run
     from onnxslice.maintain.training import TrainingOptions
 
