@@ -171,3 +171,17 @@ def test_eps_is_a_number_or_auto(tmp_path, mlp_slice) -> None:
     code, _, err = run("readapt", str(MLP), "--slice", str(mlp_slice), "--data", "digits:val", "--eps", "strong",
                        "-o", str(out))
     assert code == 2 and "'strong' is neither a number nor auto" in err and not out.exists()
+
+
+def test_calibration_leaves_batchnorm_statistics_and_the_mode_alone() -> None:
+    """Oracle: the module's own buffers. A module in train mode with BatchNorm: after calibrate_eps its running
+    statistics are bit-identical and it is still in train mode (the accuracy checks run in eval mode)."""
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    before = {name: value.clone() for name, value in module.state_dict().items()}
+    x = np.random.default_rng(0).random((32, 4), np.float32)
+    y = (x[:, 0] > 0.5).astype(np.int64)
+    calibrate_eps(AttackSpec.create("fgsm", None, (0.0, 1.0), x), module, module, x, y)
+    assert module.training
+    for name, value in module.state_dict().items():
+        assert torch.equal(value, before[name]), name

@@ -97,8 +97,19 @@ def calibrate_eps(spec: AttackSpec, scores: Callable[[torch.Tensor], torch.Tenso
     while True:
         eps = min(fraction, 1.0) * span
         adv = adversarial(replace(spec, eps=eps), scores, owner, x, y, seed)
-        with torch.no_grad():
-            predicted = torch.cat([scores(torch.from_numpy(adv[i:i + 256])).argmax(1) for i in range(0, len(y), 256)])
-        if fraction >= 1.0 or float((predicted.numpy() == y).mean()) <= target:
+        if fraction >= 1.0 or _accuracy(scores, owner, adv, y) <= target:
             return eps
         fraction *= EPS_GRID_FACTOR
+
+
+def _accuracy(scores: Callable[[torch.Tensor], torch.Tensor], owner: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of ``scores`` on ``x`` in eval mode (a forward pass in train mode would move BatchNorm's running
+    statistics); ``owner`` is left in the mode it was in."""
+    training = owner.training
+    owner.eval()
+    try:
+        with torch.no_grad():
+            predicted = torch.cat([scores(torch.from_numpy(x[i:i + 256])).argmax(1) for i in range(0, len(y), 256)])
+    finally:
+        owner.train(training)
+    return float((predicted.numpy() == y).mean())
