@@ -86,6 +86,7 @@ def format_readapt(result: dict) -> str:
         f"TPR            {result['tpr']:.2%} ({result['trained_params']:,} of {result['layer_params']:,} "
         "neuron-layer parameters)",
         f"clean          {result['clean_before']:.2%} -> {result['clean_after']:.2%}",
-        f"adversarial    {result['adversarial_before']:.2%} -> RA {result['ra']:.2%}",
+        f"adversarial    {result['adversarial_before']:.2%} -> RA {result['ra']:.2%} "
+        f"(on the adversarial training samples {result['ra_train']:.2%})",
         f"fresh attack   RAA {result['raa']:.2%}",
     ])

@@ -395,7 +395,7 @@ def compress(model: Model | str | Path, data: DataSource | str, method: str = "l
         options = FinetuneOptions(epochs=finetune_epochs, lr=finetune_lr or REPAIR_LR)
         if val is None:
             train, val = split_holdout(train, options.val_fraction, options.seed)
-    return run(_model(model).proto, val or train, make_method(method), piece.kept() if piece else None,
+    return run(_model(model).proto, train if val is None else val, make_method(method), piece.kept() if piece else None,
                eval_data=_optional(eval_data), train_data=train, finetune_options=options, **settings)
 
 

@@ -76,6 +76,7 @@ def test_readapt_trains_only_the_critical_neurons(tmp_path, mlp_slice) -> None:
         assert 0 <= result[key] <= 1
     assert result["clean_before"] == pytest.approx(0.9766, abs=0.03)  # 30 samples per class of digits:train
     assert result["ra"] > result["adversarial_before"], "training on the adversarial set did not help on it"
+    assert result["ra_train"] == result["ra"]  # without --eval-data, RA is measured on the training adversarial set
     assert result["seconds"] > 0 and result["attack"] == "fgsm"
     # the default eps is calibrated on --data, which is also the evaluation data here: at most 20% before
     assert result["eps_calibrated_to"] == 0.2 and result["adversarial_before"] <= 0.2

@@ -4,8 +4,8 @@ The loop raises the target sparsity of the prunable weights (Conv / Gemm / MatMu
 on a geometric schedule, s_k = 1 − (1 − step)^k (each iteration prunes ``step`` of the weights still
 left, as in Lee et al.'s iterative pruning and consistent with the paper's Table 4, where CR = 1 − 0.95^NI
 for the baselines), and keeps the last model whose accuracy is at most ``max_drop`` below the original
-model's. Each iteration prunes the last kept model further; with fine-tuning (``finetune``), the pruned model
-is then fine-tuned on ``train_data`` with its zero weights held at zero, the best epoch (epoch 0, the pruned
+model's. Each iteration prunes the last kept model further; with fine-tuning (``finetune_options``), the pruned
+model is then fine-tuned on ``train_data`` with its zero weights held at zero, the best epoch (epoch 0, the pruned
 model itself, included) chosen on the same data as the stopping point.
 
 The stopping point and the best epochs are chosen on ``data`` (a validation set); the figures reported are
@@ -201,8 +201,9 @@ def compress(
     return CompressResult(
         model=best, cr=1.0 - remaining / params, ni=kept_iterations, ma=final_accuracy,
         accuracy_original=original, accuracy_start=started, val_data=data.name,
-        eval_data=(eval_data or data).name, val_ma=best_accuracy, val_accuracy_original=baseline,
-        val_accuracy_start=start_accuracy, params_original=params, params_dense=count_params(best),
+        eval_data=data.name if eval_data is None else eval_data.name, val_ma=best_accuracy,
+        val_accuracy_original=baseline, val_accuracy_start=start_accuracy, params_original=params,
+        params_dense=count_params(best),
         params_nonzero=remaining, sparsity=zeros / max(sum(w.values.size for w in final), 1), history=history,
         finetune_epochs=epochs, max_drop=max_drop, stopped=stopped, restructure=report,
     )

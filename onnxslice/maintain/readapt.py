@@ -5,10 +5,10 @@ The adversarial samples are generated once on the original model (the set the mo
 (:func:`onnxslice.maintain.attacks.calibrate_eps`: accuracy on the attacked samples at most 20% for FGSM, 5%
 for PGD), so that every model is re-adapted against an attack as strong as the paper's. Reported, on the
 evaluation data: clean accuracy before and after, the original's accuracy on its adversarial set, RA (the
-re-adapted model's accuracy on that same set), RAA (its accuracy under a fresh attack generated on the
-re-adapted model), and TPR = trained parameters / all parameters of the neuron layers (weights, biases and
-per-neuron tail constants of every Conv / Gemm / MatMul layer). Hidden layers not named in the slice and the
-classifier layer count as wholly critical (trained).
+re-adapted model's accuracy on that same set; ``ra_train`` on the adversarial set it was trained on), RAA (its
+accuracy under a fresh attack generated on the re-adapted model), and TPR = trained parameters / all
+parameters of the neuron layers (weights, biases and per-neuron tail constants of every Conv / Gemm / MatMul
+layer). Hidden layers not named in the slice and the classifier layer count as wholly critical (trained).
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def readapt(model: onnx.ModelProto, piece: Slice, data: DataSource, *, eval_data
         "trained_params": guard.trained,
         "layer_params": trainable.layer_parameter_count(),
         "ra": onnx_accuracy(adapted, adv_eval, y_eval),
+        "ra_train": onnx_accuracy(adapted, adv, y),
         "raa": onnx_accuracy(adapted, fresh, y_eval),
         "clean_before": onnx_accuracy(model, x_eval, y_eval),
         "clean_after": onnx_accuracy(adapted, x_eval, y_eval),
