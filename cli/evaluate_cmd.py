@@ -24,7 +24,7 @@ COMPARED = [("accuracy", "accuracy", "{:.4f}"), ("params", "parameters", "{:,}")
 @click.command()
 @model_argument
 @click.option("--data", "data_spec", type=DataSpec(), required=True, metavar="DATA",
-              help="A .npz with x and y, an image folder, or digits / digits:train / digits:test; "
+              help="A .npz with x and y, an image folder, or digits / digits:train / digits:val / digits:test; "
                    "optionally :CLASSES such as :0-4.")
 @click.option("--baseline", type=InputFile(), default=None,
               help="Also evaluate this model (e.g. the original) and print a before/after table.")

@@ -84,7 +84,9 @@ def format_incremental(result: dict) -> str:
     if result["old_task_output"]:
         lines.append(f"wrote {result['old_task_output']} (old-task model)")
     lines += [f"task A (old-task model)   {pct(result['task_a_before'])} -> {pct(result['task_a'])}",
-              f"task A (new model)        {pct(result['task_a_new_model'])}",
+              f"task A (new model)        {pct(result['task_a_task_known'])} with the task known (old classes' "
+              f"scores only), {pct(result['task_a_new_model'])} over every class",
               f"task B (new model)        {pct(result['task_b_before'])} -> {pct(result['task_b'])}",
-              f"mean                      {pct(result['mean'])}"]
+              f"mean                      {pct(result['mean'])} (task A on the old-task model), "
+              f"{pct(result['mean_task_known'])} (task known)"]
     return "\n".join(lines)

@@ -12,7 +12,8 @@ from onnxslice.maintain.finetune import BATCHNORM_MODES, FinetuneOptions
 from onnxslice.maintain.training import TrainingOptions
 from onnxslice_cli.common import DataSpec, open_data
 
-DATA_HELP = "A .npz with x and y, an image folder, or digits / digits:train / digits:test; optionally :CLASSES."
+DATA_HELP = ("A .npz with x and y, an image folder, or digits / digits:train / digits:val / digits:test; "
+             "optionally :CLASSES.")
 
 
 def training_options(command: Callable) -> Callable:

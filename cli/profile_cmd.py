@@ -28,7 +28,7 @@ from onnxslice_cli.common import (
 @model_argument
 @click.option("--list-layers", is_flag=True, help="Only list the neuron layers (and the skipped nodes) of MODEL.")
 @click.option("--data", "data_spec", type=DataSpec(), metavar="DATA",
-              help="A .npz with x and y, an image folder, or digits / digits:train / digits:test; "
+              help="A .npz with x and y, an image folder, or digits / digits:train / digits:val / digits:test; "
                    "optionally :CLASSES such as :0-4.")
 @click.option("--metric", "metrics", multiple=True, type=RegistryChoice(METRICS),
               help=f"Contribution metric (repeat for several). Default: {', '.join(DEFAULT_METRICS)}; "

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from onnxslice import api
-from onnxslice.maintain.attacks import ATTACKS, DEFAULT_EPS_FRACTION
+from onnxslice.maintain.attacks import ATTACKS, TARGET_ACCURACY
+from onnxslice.maintain.readapt import AUTO
 from onnxslice_cli.common import (
     DataSpec,
     InputFile,
@@ -21,6 +22,20 @@ from onnxslice_cli.common import (
 from onnxslice_cli.maintain_options import DATA_HELP, open_optional, training_options
 
 
+class EpsValue(click.ParamType):
+    """A positive number or ``auto``."""
+
+    name = "EPS|auto"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float | str:
+        if value == AUTO or isinstance(value, float):
+            return value
+        try:
+            return float(value)  # type: ignore[arg-type]
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor {AUTO}", param, ctx)
+
+
 @click.command()
 @model_argument
 @click.option("--slice", "slice_path", required=True, type=InputFile(),
@@ -31,8 +46,10 @@ from onnxslice_cli.maintain_options import DATA_HELP, open_optional, training_op
               help="Data for the reported accuracies (default: --data).")
 @click.option("--attack", type=click.Choice(sorted(ATTACKS)), default="fgsm", show_default=True,
               help="torchattacks attack generating the adversarial samples.")
-@click.option("--eps", type=float, default=None,
-              help=f"L-infinity budget in input units (default {DEFAULT_EPS_FRACTION} x the input range).")
+@click.option("--eps", type=EpsValue(), default=AUTO, show_default=True,
+              help="L-infinity budget in input units, or auto: the smallest budget that brings the model to at "
+                   f"most {TARGET_ACCURACY['fgsm']:.0%} (FGSM) / {TARGET_ACCURACY['pgd']:.0%} (PGD) accuracy on "
+                   "the adversarial samples of --data.")
 @click.option("--clip", nargs=2, type=float, default=None, metavar="MIN MAX",
               help="Valid input range that adversarial samples are clamped to (default: min and max of --data).")
 @click.option("--train", "train", type=click.Choice(["critical", "all"]), default="critical", show_default=True,
@@ -42,7 +59,7 @@ from onnxslice_cli.maintain_options import DATA_HELP, open_optional, training_op
 @data_options
 @json_option
 @reports_errors
-def readapt(model: str, slice_path: str, data_spec: str, eval_spec: str | None, attack: str, eps: float | None,
+def readapt(model: str, slice_path: str, data_spec: str, eval_spec: str | None, attack: str, eps: float | str,
             clip: tuple[float, float] | None, train: str, epochs: int, lr: float, batch_size: int,
             weight_decay: float, seed: int, max_per_class: int | None, output: str, as_json: bool,
             **image: object) -> None:
@@ -61,11 +78,15 @@ def readapt(model: str, slice_path: str, data_spec: str, eval_spec: str | None, 
 
 def format_readapt(result: dict) -> str:
     return "\n".join([
-        f"wrote {result['output']} ({result['attack']}, eps {result['eps']:.4g}, train {result['train']}, "
+        f"wrote {result['output']} ({result['attack']}, eps {result['eps']:.4g}"
+        + (f" calibrated to at most {result['eps_calibrated_to']:.0%} adversarial accuracy"
+           if result["eps_calibrated_to"] is not None else "")
+        + f", train {result['train']}, "
         f"{result['epochs']} epochs on {result['samples']} samples, {result['seconds']:.1f} s)",
         f"TPR            {result['tpr']:.2%} ({result['trained_params']:,} of {result['layer_params']:,} "
         "neuron-layer parameters)",
         f"clean          {result['clean_before']:.2%} -> {result['clean_after']:.2%}",
-        f"adversarial    {result['adversarial_before']:.2%} -> RA {result['ra']:.2%}",
+        f"adversarial    {result['adversarial_before']:.2%} -> RA {result['ra']:.2%} "
+        f"(on the adversarial training samples {result['ra_train']:.2%})",
         f"fresh attack   RAA {result['raa']:.2%}",
     ])

@@ -32,7 +32,7 @@ from onnxslice_cli.inspect_cmd import format_layers
 @model_argument
 @click.option("--data", "data_spec", type=DataSpec(), metavar="DATA",
               help="Data to profile MODEL on: a .npz with x and y, an image folder, or digits / digits:train / "
-                   "digits:test; optionally :CLASSES such as :0-4. Not read when --profile is given.")
+                   "digits:val / digits:test; optionally :CLASSES such as :0-4. Not read when --profile is given.")
 @click.option("--profile", "profile_path", type=InputFile(), default=None,
               help="A profile.npz of MODEL (onnxslice profile): slice from it without running the model.")
 @click.option("--metric", type=RegistryChoice(METRICS, sort=True), default=None,

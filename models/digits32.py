@@ -43,7 +43,7 @@ def build(name: str) -> nn.Module:
 
 
 def digits32(split: str) -> DataSource:
-    """The digits of ``split`` ("train", "test", "all") upscaled 4x (nearest), named ``digits32:<split>``."""
+    """The digits of ``split`` ("train", "val", "test", "all") upscaled 4x (nearest), named ``digits32:<split>``."""
     x, y = load_digits(split).arrays()
     return DataSource.from_arrays(f"digits32:{split}", np.kron(x, np.ones((1, 1, 4, 4), np.float32)), y)
 
@@ -95,7 +95,7 @@ def test_accuracy(module: nn.Module) -> float:
 def trained(name: str, epochs: int | None = None, seed: int = 0) -> nn.Module:
     """The architecture ``name`` trained on digits32:train (from the cache when it was trained before)."""
     epochs = EPOCHS[name] if epochs is None else epochs
-    path = CACHE / f"{name}_e{epochs}_s{seed}_bn.pt"
+    path = CACHE / f"{name}_e{epochs}_s{seed}_bn_train{len(load_digits('train'))}.pt"  # not one that saw digits:val
     module = build(name)
     if path.exists():
         module.load_state_dict(torch.load(path, weights_only=True))

@@ -7,7 +7,8 @@ JAX is not a dependency of onnxslice; regenerate in a separate environment:
 
 The export shows what exporters other than PyTorch's do: an NHWC input with Transpose nodes around
 every Conv, BatchNormalization kept as a node, a dynamic Shape→Gather→Concat→Reshape chain before
-the first Gemm, and a recent opset. The data split equals onnxslice's ``digits:train`` / ``digits:test``.
+the first Gemm, and a recent opset. The data split equals onnxslice's 70% training part (``digits:train``
+and ``digits:val``) / ``digits:test``.
 """
 
 from __future__ import annotations

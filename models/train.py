@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from zoo import build
 
-from onnxslice.data import load_digits
+from onnxslice.data import digits_split, load_digits
 
 SEED = 0
 EPOCHS = {"mlp": 30, "cnn": 30}
@@ -66,7 +66,10 @@ def main() -> None:
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    x_train, y_train = load_digits("train").arrays()
+    x_all, y_all = load_digits("all").arrays()
+    splits = digits_split(y_all)
+    training_part = np.sort(np.concatenate([splits["train"], splits["val"]]))  # the 70% the bundled models saw
+    x_train, y_train = x_all[training_part], y_all[training_part]
     x_test, y_test = load_digits("test").arrays()
 
     for name in EPOCHS:

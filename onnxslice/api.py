@@ -332,10 +332,12 @@ def prune(model: Model | str | Path, data: DataSource | str, *, target_macs: flo
 
 
 def readapt(model: Model | str | Path, piece: Slice, data: DataSource | str, eval_data: DataSource | str | None = None,
-            attack: str = "fgsm", eps: float | None = None, clip: tuple[float, float] | None = None,
+            attack: str = "fgsm", eps: float | str | None = "auto", clip: tuple[float, float] | None = None,
             train_all: bool = False, **options) -> tuple[Model, dict]:
     """Re-train only the critical neurons against adversarial samples (``readapt``); the model and the report
-    (RA, RAA, TPR, clean accuracy). ``options``: fields of :class:`onnxslice.maintain.training.TrainingOptions`."""
+    (RA, RAA, TPR, clean accuracy, accuracy on the adversarial samples before). ``eps``: "auto" calibrates the
+    attack per model (at most 20% accuracy under FGSM, 5% under PGD on ``data``), None is 0.1 of the input
+    range, a number is in input units. ``options``: fields of :class:`onnxslice.maintain.training.TrainingOptions`."""
     from onnxslice.maintain.readapt import readapt as run
     from onnxslice.maintain.training import TrainingOptions
 
@@ -374,14 +376,27 @@ def incremental(model: Model | str | Path, piece: Slice, new_data: DataSource | 
 
 
 def compress(model: Model | str | Path, data: DataSource | str, method: str = "lamp", piece: Slice | None = None,
-             **settings) -> CompressResult:
+             *, val_data: DataSource | str | None = None, eval_data: DataSource | str | None = None,
+             finetune_epochs: int = 0, finetune_lr: float | None = None, **settings) -> CompressResult:
     """Restructure by the slice (when given), then prune weights by ``method`` at rising sparsity while the
-    accuracy stays within ``max_drop`` (``compress``). ``settings``: step, max_drop, device, max_iterations,
+    accuracy stays within ``max_drop`` (``compress``). The stopping point is chosen on ``val_data`` (default:
+    ``data``, or with fine-tuning a held-out tenth of it); CR/NI/MA are reported on ``eval_data`` (default: the
+    validation data). ``finetune_epochs``: fine-tuning on ``data`` after each pruning step (zeros stay zero; lr
+    ``finetune_lr``, default the repair rate 1e-4). ``settings``: step, max_drop, device, max_iterations,
     progress."""
     from onnxslice.compression.loop import compress as run
     from onnxslice.compression.methods import make_method
 
-    return run(_model(model).proto, _data(data), make_method(method), piece.kept() if piece else None, **settings)
+    train, val = _data(data), _optional(val_data)
+    options = None
+    if finetune_epochs:
+        from onnxslice.maintain.finetune import REPAIR_LR, FinetuneOptions, split_holdout
+
+        options = FinetuneOptions(epochs=finetune_epochs, lr=finetune_lr or REPAIR_LR)
+        if val is None:
+            train, val = split_holdout(train, options.val_fraction, options.seed)
+    return run(_model(model).proto, train if val is None else val, make_method(method), piece.kept() if piece else None,
+               eval_data=_optional(eval_data), train_data=train, finetune_options=options, **settings)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Labelled data sources: a `.npz`, a folder of class sub-folders of images, or a built-in set.
 
-A data argument is ``SOURCE[:CLASSES]``: ``digits``, ``digits:train``, ``digits:test``, ``data.npz``
+A data argument is ``SOURCE[:CLASSES]``: ``digits``, ``digits:train``, ``digits:val``, ``digits:test``, ``data.npz``
 or ``images/``, optionally followed by a class filter such as ``:0-4`` or ``:1,3,5-7``. Labels keep
 their original values (a filter does not renumber them). Sources iterate in batches; a folder is
 read batch by batch, never loaded whole.
@@ -19,10 +19,12 @@ import numpy as np
 
 from onnxslice.errors import InputError, one_line
 
-BUILTINS = ("digits", "digits:train", "digits:test")
+BUILTINS = ("digits", "digits:train", "digits:val", "digits:test")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 _CLASS_FILTER = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 DIGITS_TEST_FRACTION = 0.3
+#: digits:val is this stratified fraction of the 70% training part (the rest is digits:train).
+DIGITS_VAL_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
 #: Labels are int64: a class filter bound past this is clipped before comparing (it matches no label anyway).
 _LABEL_MAX = 2**62
@@ -260,21 +262,29 @@ def _load_npz(path: Path) -> DataSource:
 
 
 def load_digits(split: str = "all") -> DataSource:
-    """scikit-learn's bundled 8x8 digits, scaled to [0, 1], shaped (1, 8, 8); a fixed stratified split."""
+    """scikit-learn's bundled 8x8 digits, scaled to [0, 1], shaped (1, 8, 8). Fixed stratified splits: "test" is
+    30% of the whole, "val" 20% of the remaining 70%, "train" the rest; "all" is every sample."""
     from sklearn.datasets import load_digits as sk_digits
-    from sklearn.model_selection import train_test_split
 
     bunch = sk_digits()
     x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
     y = bunch.target.astype(np.int64)
-    index = np.arange(len(y))
-    if split != "all":
-        train, test = train_test_split(index, test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED,
-                                       stratify=y)
-        index = np.sort(train if split == "train" else test)
-    x, y = x[index], y[index]
+    index = np.arange(len(y)) if split == "all" else digits_split(y)[split]
     name = "digits" if split == "all" else f"digits:{split}"
-    return DataSource.from_arrays(name, x, y)
+    return DataSource.from_arrays(name, x[index], y[index])
+
+
+def digits_split(labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Sorted sample indices of the "train", "val" and "test" splits: disjoint, together every sample. The test
+    split is the one drawn before the validation split existed, so carving "val" leaves it unchanged."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(labels))
+    training, test = train_test_split(index, test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED,
+                                      stratify=labels)
+    train, val = train_test_split(training, test_size=DIGITS_VAL_FRACTION, random_state=DIGITS_SPLIT_SEED,
+                                  stratify=labels[training])
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
 def _load_image_folder(root: Path, options: ImageOptions) -> DataSource:

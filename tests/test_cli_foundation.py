@@ -140,3 +140,20 @@ def test_pyproject_lists_every_package():
     listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     in_tree = {".".join(init.parent.relative_to(root).parts) for init in (root / "onnxslice").rglob("__init__.py")}
     assert listed == in_tree | {"onnxslice_cli"}
+
+
+def test_accuracy_with_known_classes_takes_the_prediction_among_them_only():
+    """Oracle: by hand. An identity model on three classes; sample scores [0.1, 0.5, 0.9] with label 1: wrong over
+    every class (argmax 2), right among classes {0, 1}; [0.9, 0.2, 0.1] with label 0: right either way."""
+    from onnx import TensorProto, helper
+
+    from onnxslice.data import DataSource
+    from onnxslice.measure.evaluate import accuracy
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "id",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    data = DataSource.from_arrays("hand", np.array([[0.1, 0.5, 0.9], [0.9, 0.2, 0.1]], np.float32), np.array([1, 0]))
+    assert accuracy(model, data, "cpu")["accuracy"] == 0.5
+    assert accuracy(model, data, "cpu", classes=[0, 1])["accuracy"] == 1.0

@@ -187,3 +187,38 @@ def test_compress_refuses_a_slice_of_another_model_and_writes_nothing(tmp_path):
                               "erk", "-o", str(out)])
     assert run.exit_code == 2 and "another model" in run.output
     assert not out.exists()
+
+
+def test_the_stopping_point_is_chosen_on_the_validation_data_and_reported_on_the_evaluation_data():
+    """Oracle: onnxruntime accuracies of the written model and the loop's own history. The kept iteration is the
+    last one whose validation accuracy (history) stays within max_drop of the original's validation accuracy,
+    and the next one falls below it; MA is the written model's accuracy on the evaluation data, val_ma the one on
+    the validation data."""
+    model, val, test = load_model(MLP), load_data("digits:val"), load_data("digits:test")
+    result = compress(model, val, Lamp(), step=0.3, max_drop=0.01, device="cpu", eval_data=test)
+    floor = accuracy(model, val, "cpu")["accuracy"] - 0.01
+    assert result.val_data == "digits:val" and result.eval_data == "digits:test"
+    assert all(h["accuracy"] >= floor for h in result.history[:result.ni])
+    assert result.history[result.ni]["accuracy"] < floor
+    assert result.val_ma == pytest.approx(accuracy(result.model, val, "cpu")["accuracy"])
+    assert result.ma == pytest.approx(accuracy(result.model, test, "cpu")["accuracy"])
+    assert result.accuracy_original == pytest.approx(accuracy(model, test, "cpu")["accuracy"])
+
+
+def test_fine_tuning_between_steps_keeps_the_pruned_sparsity(tmp_path):
+    """Oracle: the geometric schedule. With one fine-tuning epoch after each step (on digits:train, best epoch on
+    digits:val), the written model's prunable weights are exactly as sparse as iteration NI prescribes
+    (1 − 0.5^NI, to one weight per layer of rounding): fine-tuning never revives a pruned weight. The JSON of the
+    command names both data sets and the epochs."""
+    out = tmp_path / "c.onnx"
+    run = CliRunner().invoke(cli, ["compress", str(MLP), "--data", "digits:train", "--val-data", "digits:val",
+                                   "--eval-data", "digits:test", "--method", "global", "--step", "0.5",
+                                   "--max-iterations", "3", "--finetune-epochs", "1", "-o", str(out), "--json"])
+    assert run.exit_code == 0, run.output
+    report = json.loads(run.stdout)
+    assert report["val_data"] == "digits:val" and report["eval_data"] == "digits:test"
+    assert report["finetune_epochs"] == 1 and report["ni"] >= 1
+    weights = [numpy_helper.to_array(i) for i in load_model(out).graph.initializer if i.dims and len(i.dims) == 2]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.size for w in weights)
+    assert zeros == pytest.approx(sparsity_at(report["ni"], 0.5), abs=1e-3)
+    assert report["ma"] == pytest.approx(accuracy(load_model(out), load_data("digits:test"), "cpu")["accuracy"])

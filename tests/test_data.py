@@ -9,23 +9,53 @@ import numpy as np
 import pytest
 from PIL import Image
 from sklearn.datasets import load_digits as sk_digits
+from sklearn.model_selection import train_test_split
 
 from onnxslice.data import ImageOptions, load_data, parse_class_filter
 from onnxslice.errors import InputError
 
 
 def test_digits_split_is_fixed_stratified_and_complete():
-    train, test, whole = load_data("digits:train"), load_data("digits:test"), load_data("digits")
-    assert len(train) + len(test) == len(whole) == 1797
-    assert train.sample_shape == (1, 8, 8)
-    # stratified: every class in both parts, in proportion within one sample
+    train, val, test, whole = (load_data(f"digits{split}") for split in (":train", ":val", ":test", ""))
+    assert len(train) + len(val) + len(test) == len(whole) == 1797
+    assert train.sample_shape == val.sample_shape == (1, 8, 8)
+    # stratified: every class in every part, in proportion within one or two samples
     for c in range(10):
-        share = (test.labels == c).sum() / (whole.labels == c).sum()
-        assert abs(share - 0.3) < 0.02
+        whole_count = (whole.labels == c).sum()
+        assert abs((test.labels == c).sum() / whole_count - 0.3) < 0.02
+        assert abs((val.labels == c).sum() / whole_count - 0.7 * 0.2) < 0.02
     # the same split every time
     np.testing.assert_array_equal(load_data("digits:test").labels, test.labels)
     x, _ = whole.arrays()
     np.testing.assert_allclose(x[:, 0], sk_digits().images / 16.0, rtol=1e-6)
+
+
+def test_digits_splits_are_disjoint_cover_the_data_and_test_is_the_split_drawn_before_val_existed():
+    """Oracle: scikit-learn's train_test_split (30% stratified, seed 0) gives the test indices the test split had
+    before digits:val was carved out; samples are matched to indices by their pixels (no two digits images are
+    equal, checked)."""
+    x, y = load_data("digits").arrays()
+    flat = x.reshape(len(x), -1)
+    index = {row.tobytes(): i for i, row in enumerate(flat)}
+    parts = {}
+    for split in ("train", "val", "test"):
+        samples, labels = load_data(f"digits:{split}").arrays()
+        rows = [index[row.tobytes()] for row in samples.reshape(len(samples), -1)]
+        np.testing.assert_array_equal(y[rows], labels)
+        parts[split] = set(rows)
+    assert len(index) == len(flat)  # no two images are equal: the pixels name the sample
+    assert not parts["train"] & parts["val"] and not parts["train"] & parts["test"] and not parts["val"] & parts["test"]
+    assert parts["train"] | parts["val"] | parts["test"] == set(range(len(y)))
+    _, old_test = train_test_split(np.arange(len(y)), test_size=0.3, random_state=0, stratify=sk_digits().target)
+    assert parts["test"] == set(old_test.tolist())
+
+
+def test_class_filter_works_on_the_validation_split():
+    val = load_data("digits:val")
+    picked = load_data("digits:val:3,7-8")
+    assert picked.classes == [3, 7, 8]
+    assert len(picked) == int(np.isin(val.labels, [3, 7, 8]).sum())
+    assert load_data("digits:val", max_per_class=2).classes == list(range(10))
 
 
 def test_class_filter_keeps_labels_and_only_those_classes():

@@ -151,3 +151,22 @@ def test_finetune_never_overwrites_its_inputs(tmp_path, target: str) -> None:
     assert result.exit_code == 2
     assert result.stderr.startswith("onnxslice: error:") and len(result.stderr.strip().splitlines()) == 1
     assert sha256_of(victim) == digest
+
+
+def test_keep_zeros_holds_pruned_weights_at_zero_and_trains_the_rest() -> None:
+    """Oracle: the written weights themselves. Half of the damaged classifier's entries are set to zero; after
+    fine-tuning with keep_zeros every one of them is still exactly zero while the non-zero entries moved (the
+    exported classifier is found by its shape, 10 x 256); most non-zero entries moved."""
+    model = damaged_mlp()
+    init = next(i for i in model.graph.initializer if i.name == "4.weight")
+    w = numpy_helper.to_array(init).copy()
+    w[:, ::2] = 0.0
+    init.CopyFrom(numpy_helper.from_array(w, init.name))
+    options = FinetuneOptions(epochs=2, lr=REPAIR_LR, keep_zeros=True)
+    result = finetune(model, load_data("digits:train").cap_per_class(20), options, val=load_data("digits:val"))
+    assert result.best_epoch > 0
+    tuned = next(a for a in initializers(result.model) if a.shape in ((10, 256), (256, 10)))
+    tuned = tuned if tuned.shape == (10, 256) else tuned.T
+    assert np.all(tuned[:, ::2] == 0.0)
+    moved = np.mean(tuned[:, 1::2] != w[:, 1::2])
+    assert moved > 0.5, moved  # the rest: inputs from ReLU units dead on these samples get no gradient

@@ -59,7 +59,7 @@ def test_prune_reaches_the_mac_budget_and_reports_before_and_after(tmp_path) -> 
     assert report["accuracy_after"] >= report["accuracy_before"] - MAX_ACCURACY_DROP
     assert report["latency_ratio"] <= 1.05 and report["problems"] == [] and report["acceptable"] is True
     table = run("--data", "digits:train", "--target-macs", "0.5", "--epochs", "0", "--latency-seconds", "0", *FAST,
-                "-o", str(tmp_path / "p2.onnx"))
+                "--allow-worse", "-o", str(tmp_path / "p2.onnx"))  # the table's form is checked, not the accuracy rule
     assert table.exit_code == 0, table.output
     assert "MACs / sample" in table.stdout and "accuracy" in table.stdout and "latency not measured" in table.stdout
 

@@ -8,6 +8,7 @@ onnxruntime accuracies of the written model on its own; exit code 2 and one line
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,6 +19,8 @@ from click.testing import CliRunner
 from onnxslice.data import load_data
 from onnxslice.files import sha256_of
 from onnxslice.graph import find_neuron_layers, load_model
+from onnxslice.maintain.attacks import EPS_GRID_FACTOR, TARGET_ACCURACY, AttackSpec, adversarial, calibrate_eps
+from onnxslice.maintain.roundtrip import Trainable
 from onnxslice.slicing.artifact import LayerSlice, Slice
 from onnxslice_cli.main import cli
 from tests.helpers import CNN, MLP, export_onnx, random_npz
@@ -73,7 +76,29 @@ def test_readapt_trains_only_the_critical_neurons(tmp_path, mlp_slice) -> None:
         assert 0 <= result[key] <= 1
     assert result["clean_before"] == pytest.approx(0.9766, abs=0.03)  # 30 samples per class of digits:train
     assert result["ra"] > result["adversarial_before"], "training on the adversarial set did not help on it"
-    assert result["seconds"] > 0 and result["attack"] == "fgsm" and result["eps"] == pytest.approx(0.1)
+    assert result["ra_train"] == result["ra"]  # without --eval-data, RA is measured on the training adversarial set
+    assert result["seconds"] > 0 and result["attack"] == "fgsm"
+    # the default eps is calibrated on --data, which is also the evaluation data here: at most 20% before
+    assert result["eps_calibrated_to"] == 0.2 and result["adversarial_before"] <= 0.2
+
+
+def test_calibrated_eps_is_the_smallest_grid_point_that_reaches_the_target() -> None:
+    """Oracle: the attack itself. At the calibrated eps the model's accuracy on the attacked samples is at most the
+    target (20% for FGSM, 5% for PGD), at the grid point below it is above the target."""
+    x, y = load_data("digits:train", max_per_class=15).arrays()
+    x = x.reshape(len(x), -1)
+    trainable = Trainable.from_onnx(load_model(MLP))
+
+    def adversarial_accuracy(spec: AttackSpec) -> float:
+        adv = adversarial(spec, trainable.scores, trainable.module, x, y)
+        with torch.no_grad():
+            return float((trainable.scores(torch.from_numpy(adv)).argmax(1).numpy() == y).mean())
+
+    for attack, target in TARGET_ACCURACY.items():
+        spec = AttackSpec.create(attack, None, (0.0, 1.0), x)
+        eps = calibrate_eps(spec, trainable.scores, trainable.module, x, y)
+        assert adversarial_accuracy(replace(spec, eps=eps)) <= target
+        assert adversarial_accuracy(replace(spec, eps=eps / EPS_GRID_FACTOR)) > target
 
 
 def test_train_all_is_the_full_training_baseline(tmp_path, mlp_slice) -> None:
@@ -139,3 +164,25 @@ def test_labels_the_model_cannot_output_are_refused(tmp_path, mlp_slice) -> None
     code, _, err = run("readapt", str(MLP), "--slice", str(mlp_slice), "--data", str(data), "-o", str(out))
     assert code == 2 and err.count("\n") == 1 and "label 12" in err and "bad.npz" in err
     assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_eps_is_a_number_or_auto(tmp_path, mlp_slice) -> None:
+    """Oracle: click's usage error (exit 2) names the bad value; nothing is written."""
+    out = tmp_path / "out.onnx"
+    code, _, err = run("readapt", str(MLP), "--slice", str(mlp_slice), "--data", "digits:val", "--eps", "strong",
+                       "-o", str(out))
+    assert code == 2 and "'strong' is neither a number nor auto" in err and not out.exists()
+
+
+def test_calibration_leaves_batchnorm_statistics_and_the_mode_alone() -> None:
+    """Oracle: the module's own buffers. A module in train mode with BatchNorm: after calibrate_eps its running
+    statistics are bit-identical and it is still in train mode (the accuracy checks run in eval mode)."""
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    before = {name: value.clone() for name, value in module.state_dict().items()}
+    x = np.random.default_rng(0).random((32, 4), np.float32)
+    y = (x[:, 0] > 0.5).astype(np.int64)
+    calibrate_eps(AttackSpec.create("fgsm", None, (0.0, 1.0), x), module, module, x, y)
+    assert module.training
+    for name, value in module.state_dict().items():
+        assert torch.equal(value, before[name]), name

@@ -21,7 +21,7 @@ from onnxslice.surgery.mask import mask_model
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 MODELS = {"MLP-digits": ROOT / "models" / "mlp_digits.onnx", "CNN-digits": ROOT / "models" / "cnn_digits.onnx"}
-TRAIN, TEST = "digits:train", "digits:test"
+TRAIN, VAL, TEST = "digits:train", "digits:val", "digits:test"
 METRIC = "taylor"
 
 
@@ -61,19 +61,19 @@ def write(path: Path, text: str) -> None:
     print(f"wrote {path.relative_to(ROOT)}")
 
 
-def choose_slice(path: Path, train: DataSource, test: DataSource, budget: float) -> tuple[float, float, float, Slice]:
+def choose_slice(path: Path, train: DataSource, val: DataSource, budget: float) -> tuple[float, float, float, Slice]:
     """The paper's "optimal configuration of RQ1": of the semantic slices (metric Taylor, profiled on ``train``)
-    at Θ = 0.90..0.99, the one whose masked model removes the most parameters while its accuracy on ``test``
-    stays within ``budget`` of the original's. Returns (Θ, fraction removed, masked accuracy, slice); the
-    slice at Θ = 0.99 when none stays within the budget."""
+    at Θ = 0.90..0.99, the one whose masked model removes the most parameters while its accuracy on ``val``
+    (the data the choice is made on) stays within ``budget`` of the original's. Returns (Θ, fraction removed,
+    masked accuracy on ``val``, slice); the slice at Θ = 0.99 when none stays within the budget."""
     model = load_model(path)
-    original = accuracy(model, test, "cpu")["accuracy"]
+    original = accuracy(model, val, "cpu")["accuracy"]
     profile = profile_model(path, train, [METRIC], 128, "cpu", progress=False)
     candidates = []
     for theta in parse_values("0.90:0.99:0.01", "--thetas"):
         piece = select(profile, METRIC, make_strategy("semantic", theta=theta))
         removed = 1.0 - parameter_fraction(model, piece)["fraction"]
-        masked = accuracy(mask_model(model, piece.kept()), test, "cpu")["accuracy"]
+        masked = accuracy(mask_model(model, piece.kept()), val, "cpu")["accuracy"]
         candidates.append((theta, removed, masked, piece))
     within = [c for c in candidates if c[2] >= original - budget]
     return max(within, key=lambda c: c[1]) if within else candidates[-1]

@@ -4,9 +4,12 @@ The loop raises the target sparsity of the prunable weights (Conv / Gemm / MatMu
 on a geometric schedule, s_k = 1 − (1 − step)^k (each iteration prunes ``step`` of the weights still
 left, as in Lee et al.'s iterative pruning and consistent with the paper's Table 4, where CR = 1 − 0.95^NI
 for the baselines), and keeps the last model whose accuracy is at most ``max_drop`` below the original
-model's. There is no fine-tuning between iterations: each iteration prunes the same (restructured)
-weights at a higher sparsity.
+model's. Each iteration prunes the last kept model further; with fine-tuning (``finetune_options``), the pruned
+model is then fine-tuned on ``train_data`` with its zero weights held at zero, the best epoch (epoch 0, the pruned
+model itself, included) chosen on the same data as the stopping point.
 
+The stopping point and the best epochs are chosen on ``data`` (a validation set); the figures reported are
+measured on ``eval_data`` (a test set) when it is given, so that no choice is made on the reported data.
 Reported as defined in the paper: CR, the parameter reduction versus the original model (a zero weight
 counts as removed); NI, the number of pruning iterations kept; MA, the final accuracy.
 """
@@ -15,7 +18,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -31,6 +35,9 @@ from onnxslice.progress import progress_bar
 from onnxslice.surgery.restructure import restructure
 from onnxslice.surgery.verify import verify
 
+if TYPE_CHECKING:
+    from onnxslice.maintain.finetune import FinetuneOptions
+
 log = logging.getLogger(__name__)
 
 DEFAULT_STEP = 0.05
@@ -45,23 +52,29 @@ class CompressResult:
     model: onnx.ModelProto  #: the last model within the accuracy budget
     cr: float  #: 1 − non-zero parameters of ``model`` / parameters of the original
     ni: int  #: pruning iterations kept
-    ma: float  #: accuracy of ``model``
-    accuracy_original: float
-    accuracy_start: float  #: after restructuring (= original without a slice)
+    ma: float  #: accuracy of ``model`` on the evaluation data
+    accuracy_original: float  #: on the evaluation data
+    accuracy_start: float  #: after restructuring (= original without a slice), on the evaluation data
+    val_data: str  #: the data the stopping point (and fine-tuning's best epochs) were chosen on
+    eval_data: str  #: the data ``ma``, ``accuracy_original`` and ``accuracy_start`` are measured on
+    val_ma: float  #: the same three accuracies on the validation data (what the loop compared)
+    val_accuracy_original: float
+    val_accuracy_start: float
     params_original: int
     params_dense: int  #: parameters stored by ``model`` (zeros included)
     params_nonzero: int
     sparsity: float  #: fraction of the prunable weights that are zero in ``model``
-    history: list[dict] = field(default_factory=list)  #: every evaluated iteration
+    history: list[dict] = field(default_factory=list)  #: every evaluated iteration (accuracy on the validation data)
+    finetune_epochs: int = 0  #: fine-tuning epochs after each pruning step
     max_drop: float = DEFAULT_MAX_DROP  #: the accuracy budget the loop ran under
     stopped: str = ""  #: why the loop ended
     restructure: dict | None = None  #: the restructure report, with a slice
 
     @property
     def within_budget(self) -> bool:
-        """Whether ``model`` is at most the budget (``max_drop``) below the original: false only when the slice
-        alone already costs more."""
-        return self.ma >= self.accuracy_original - self.max_drop
+        """Whether ``model`` is at most the budget (``max_drop``) below the original on the validation data: false
+        only when the slice alone already costs more."""
+        return self.val_ma >= self.val_accuracy_original - self.max_drop
 
     def to_json(self) -> dict:
         fields = {k: v for k, v in vars(self).items() if k != "model"}
@@ -123,14 +136,23 @@ def compress(
     device: str = "auto",
     max_iterations: int = DEFAULT_MAX_ITERATIONS,
     progress: bool = False,
+    eval_data: DataSource | None = None,
+    train_data: DataSource | None = None,
+    finetune_options: FinetuneOptions | None = None,
 ) -> CompressResult:
     """Restructure ``model`` with ``kept`` (when given), then prune it by ``method`` at rising sparsity until the
-    accuracy on ``data`` would fall more than ``max_drop`` below the original's. ``progress``: a bar on stderr
-    (one step per sparsity iteration) when stderr is a terminal."""
+    accuracy on ``data`` (the validation data) would fall more than ``max_drop`` below the original's; report on
+    ``eval_data`` (default: ``data``). With ``finetune_options`` of one epoch or more, fine-tune on ``train_data``
+    after each pruning step. ``progress``: a bar on stderr (one step per sparsity iteration) when stderr is a
+    terminal."""
     if not 0.0 < step < 1.0:
         raise InputError(f"--step must be in (0, 1), got {step}")
     if not 0.0 <= max_drop <= 1.0:
         raise InputError(f"--max-drop must be in [0, 1], got {max_drop}")
+    epochs = finetune_options.epochs if finetune_options is not None else 0
+    if epochs and train_data is None:
+        raise InputError("fine-tuning between pruning steps needs training data")
+    tuning = replace(finetune_options, keep_zeros=True) if epochs else None
     baseline = accuracy(model, data, device)["accuracy"]
     floor = baseline - max_drop
     start, report = model, None
@@ -139,7 +161,6 @@ def compress(
         verify(model, start, kept)
         report = restructured.to_json()
     start_accuracy = baseline if kept is None else accuracy(start, data, device)["accuracy"]
-    weights = prunable_weights(start)
     best, best_accuracy, kept_iterations = start, start_accuracy, 0
     history: list[dict] = []
     stopped = f"reached {max_iterations} iterations"
@@ -150,10 +171,14 @@ def compress(
             for iteration in range(1, max_iterations + 1):
                 target = sparsity_at(iteration, step)
                 try:
-                    candidate = prune(start, weights, method, target)
+                    candidate = prune(best, prunable_weights(best), method, target)
                 except SparsityUnreachable as exc:
                     stopped = str(exc)
                     break
+                if tuning is not None:
+                    from onnxslice.maintain.finetune import finetune  # torch: imported only when fine-tuning
+
+                    candidate = finetune(candidate, train_data, tuning, val=data).model
                 score = accuracy(candidate, data, device)["accuracy"]
                 history.append({"iteration": iteration, "sparsity": target, "accuracy": score})
                 log.info("iteration %d: sparsity %.4f accuracy %.4f", iteration, target, score)
@@ -163,13 +188,22 @@ def compress(
                     stopped = f"iteration {iteration} (sparsity {target:.4f}) drops accuracy to {score:.4f}"
                     break
                 best, best_accuracy, kept_iterations = candidate, score, iteration
+    if eval_data is None:
+        original, started, final_accuracy = baseline, start_accuracy, best_accuracy
+    else:
+        original = accuracy(model, eval_data, device)["accuracy"]
+        started = original if kept is None else accuracy(start, eval_data, device)["accuracy"]
+        final_accuracy = accuracy(best, eval_data, device)["accuracy"]
     params = count_params(model)
     remaining = nonzero_params(best)
     final = prunable_weights(best)
     zeros = sum(w.values.size - int(np.count_nonzero(w.values)) for w in final)
     return CompressResult(
-        model=best, cr=1.0 - remaining / params, ni=kept_iterations, ma=best_accuracy, accuracy_original=baseline,
-        accuracy_start=start_accuracy, params_original=params, params_dense=count_params(best),
+        model=best, cr=1.0 - remaining / params, ni=kept_iterations, ma=final_accuracy,
+        accuracy_original=original, accuracy_start=started, val_data=data.name,
+        eval_data=data.name if eval_data is None else eval_data.name, val_ma=best_accuracy,
+        val_accuracy_original=baseline, val_accuracy_start=start_accuracy, params_original=params,
+        params_dense=count_params(best),
         params_nonzero=remaining, sparsity=zeros / max(sum(w.values.size for w in final), 1), history=history,
-        max_drop=max_drop, stopped=stopped, restructure=report,
+        finetune_epochs=epochs, max_drop=max_drop, stopped=stopped, restructure=report,
     )

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from onnxslice.data import DataSource
 from onnxslice.errors import InputError
-from onnxslice.maintain.roundtrip import Trainable, export
+from onnxslice.maintain.roundtrip import FrozenGuard, Trainable, export
 from onnxslice.maintain.training import PROBE_SAMPLES, onnx_accuracy, prepared_arrays
 
 log = logging.getLogger("onnxslice.finetune")
@@ -64,6 +64,7 @@ class FinetuneOptions:
     seed: int = 0
     val_fraction: float = 0.1  #: held out of the training data when no validation data is given
     batchnorm: str = "eval"  #: "eval" (running statistics, kept) or "train" (batch statistics, updated)
+    keep_zeros: bool = False  #: parameter entries that are zero stay zero (fine-tuning a pruned model)
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -130,6 +131,8 @@ def finetune(model: onnx.ModelProto, data: DataSource, options: FinetuneOptions 
     torch.manual_seed(options.seed)
     for param in module.parameters():
         param.requires_grad_(True)
+    guard = FrozenGuard(module, {path: param != 0 for path, param in module.named_parameters()}) \
+        if options.keep_zeros else None
 
     def val_accuracy() -> float | None:
         if x_val is None:
@@ -143,7 +146,8 @@ def finetune(model: onnx.ModelProto, data: DataSource, options: FinetuneOptions 
     history = [{"epoch": 0, "train_loss": None, "val_accuracy": val_accuracy()}]
     best_epoch, best_state = 0, None
     if options.epochs and len(y):
-        optimizer = torch.optim.Adam(list(module.parameters()), lr=options.lr, weight_decay=options.weight_decay)
+        parameters = guard.parameters if guard is not None else list(module.parameters())
+        optimizer = torch.optim.Adam(parameters, lr=options.lr, weight_decay=options.weight_decay)
         loss_fn = nn.CrossEntropyLoss()
         generator = torch.Generator().manual_seed(options.seed)
         inputs, labels = torch.from_numpy(x), torch.from_numpy(y)
@@ -159,6 +163,8 @@ def finetune(model: onnx.ModelProto, data: DataSource, options: FinetuneOptions 
                     loss = loss_fn(trainable.scores(inputs[batch]), labels[batch])
                     loss.backward()
                     optimizer.step()
+                    if guard is not None:
+                        guard.restore()
                     total += loss.item() * len(batch)
                     bar.update(1)
                 accuracy = val_accuracy()

@@ -1,40 +1,51 @@
 """Re-adaptation (paper §4.2): train only the critical neurons on L = CE(x, y) + CE(adv(x), y).
 
-The adversarial samples are generated once on the original model (the set the model is re-adapted
-against). Reported, on the evaluation data: clean accuracy before and after, the original's accuracy on
-its adversarial set, RA (the re-adapted model's accuracy on that same set), RAA (its accuracy under a fresh
-attack generated on the re-adapted model), and TPR = trained parameters / all parameters of the neuron
-layers (weights, biases and per-neuron tail constants of every Conv / Gemm / MatMul layer). Hidden layers
-not named in the slice and the classifier layer count as wholly critical (trained).
+The adversarial samples are generated once on the original model (the set the model is re-adapted against).
+``eps="auto"`` (the default) calibrates the attack's strength on the training data
+(:func:`onnxslice.maintain.attacks.calibrate_eps`: accuracy on the attacked samples at most 20% for FGSM, 5%
+for PGD), so that every model is re-adapted against an attack as strong as the paper's. Reported, on the
+evaluation data: clean accuracy before and after, the original's accuracy on its adversarial set, RA (the
+re-adapted model's accuracy on that same set; ``ra_train`` on the adversarial set it was trained on), RAA (its
+accuracy under a fresh attack generated on the re-adapted model), and TPR = trained parameters / all
+parameters of the neuron layers (weights, biases and per-neuron tail constants of every Conv / Gemm / MatMul
+layer). Hidden layers not named in the slice and the classifier layer count as wholly critical (trained).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import onnx
 import torch
 
 from onnxslice.data import DataSource
-from onnxslice.maintain.attacks import AttackSpec, adversarial
+from onnxslice.maintain.attacks import TARGET_ACCURACY, AttackSpec, adversarial, calibrate_eps
 from onnxslice.maintain.roundtrip import FrozenGuard, Trainable, export, train_masked
 from onnxslice.maintain.training import PROBE_SAMPLES, TrainingOptions, neuron_vectors, onnx_accuracy, prepared_arrays
 from onnxslice.slicing.artifact import Slice
 
+#: The ``eps`` value that asks for a calibrated attack strength.
+AUTO = "auto"
+
 
 def readapt(model: onnx.ModelProto, piece: Slice, data: DataSource, *, eval_data: DataSource | None = None,
-            attack: str = "fgsm", eps: float | None = None, clip: tuple[float, float] | None = None,
+            attack: str = "fgsm", eps: float | str | None = AUTO, clip: tuple[float, float] | None = None,
             options: TrainingOptions | None = None, train_all: bool = False) -> tuple[onnx.ModelProto, dict]:
     """The re-adapted model and the report (``tpr``, ``ra``, ``raa``, ``clean_before``, ``clean_after``, ...).
 
-    Evaluated on ``eval_data`` (default: ``data``); ``eps`` and ``clip`` default as :meth:`AttackSpec.create`
-    says; ``options`` default to :class:`TrainingOptions`'s; ``train_all`` trains every neuron (the full-training
-    baseline) instead of the slice's critical ones."""
+    Evaluated on ``eval_data`` (default: ``data``); ``eps``: a number in input units, "auto" (calibrated on
+    ``data``, see the module notes) or None (0.1 of the input range); ``clip`` defaults as
+    :meth:`AttackSpec.create` says; ``options`` default to :class:`TrainingOptions`'s; ``train_all`` trains every
+    neuron (the full-training baseline) instead of the slice's critical ones."""
     options = options or TrainingOptions()
     x, y = prepared_arrays(model, data)
     x_eval, y_eval = prepared_arrays(model, eval_data) if eval_data is not None else (x, y)
     trainable = Trainable.from_onnx(model)
-    spec = AttackSpec.create(attack, eps, clip, x)
+    calibrated = eps == AUTO
+    spec = AttackSpec.create(attack, None if calibrated else eps, clip, x)
+    if calibrated:
+        spec = replace(spec, eps=calibrate_eps(spec, trainable.scores, trainable.module, x, y, seed=options.seed))
     adv = adversarial(spec, trainable.scores, trainable.module, x, y, options.seed)
     adv_eval = adv if eval_data is None else adversarial(spec, trainable.scores, trainable.module, x_eval, y_eval,
                                                          options.seed)
@@ -50,12 +61,14 @@ def readapt(model: onnx.ModelProto, piece: Slice, data: DataSource, *, eval_data
         "trained_params": guard.trained,
         "layer_params": trainable.layer_parameter_count(),
         "ra": onnx_accuracy(adapted, adv_eval, y_eval),
+        "ra_train": onnx_accuracy(adapted, adv, y),
         "raa": onnx_accuracy(adapted, fresh, y_eval),
         "clean_before": onnx_accuracy(model, x_eval, y_eval),
         "clean_after": onnx_accuracy(adapted, x_eval, y_eval),
         "adversarial_before": onnx_accuracy(model, adv_eval, y_eval),
         "seconds": seconds,
         "attack": spec.name, "eps": spec.eps, "clip": [spec.low, spec.high],
+        "eps_calibrated_to": TARGET_ACCURACY[spec.name] if calibrated else None,
         "train": "all" if train_all else "critical", "epochs": options.epochs,
         "samples": len(y), "eval_samples": len(y_eval),
     }

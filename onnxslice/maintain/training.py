@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,9 +36,11 @@ def prepared_arrays(model: onnx.ModelProto, data: DataSource) -> tuple[np.ndarra
     return np.ascontiguousarray(x, np.float32), y.astype(np.int64)
 
 
-def onnx_accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
-    """Fraction of samples whose highest class score (onnxruntime, CPU) is the label."""
-    return accuracy(model, DataSource.from_arrays("arrays", x, y), "cpu", batch_size)["accuracy"]
+def onnx_accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, batch_size: int = 256,
+                  classes: Sequence[int] | None = None) -> float:
+    """Fraction of samples whose highest class score (onnxruntime, CPU) is the label; ``classes``: only these
+    classes' scores compete."""
+    return accuracy(model, DataSource.from_arrays("arrays", x, y), "cpu", batch_size, classes)["accuracy"]
 
 
 def neuron_vectors(scan: LayerScan, chosen: dict[str, list[int]], default: bool) -> dict[str, np.ndarray]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import onnx
 
@@ -11,8 +13,10 @@ from onnxslice.measure.stats import count_macs, count_params, measure_latency
 from onnxslice.runtime import Runner
 
 
-def accuracy(model: onnx.ModelProto, data: DataSource, device: str = "auto", batch_size: int = 256) -> dict:
-    """Overall and per-class accuracy (class label -> fraction correct) of the model on ``data``."""
+def accuracy(model: onnx.ModelProto, data: DataSource, device: str = "auto", batch_size: int = 256,
+             classes: Sequence[int] | None = None) -> dict:
+    """Overall and per-class accuracy (class label -> fraction correct) of the model on ``data``. ``classes``: only
+    these classes' scores compete for the prediction (the task is known, as in task-incremental scoring)."""
     runner = Runner.create(model, device)
     if runner.num_classes < 2:
         raise InputError(f"the model outputs {runner.num_classes} score per sample ({runner.output}): accuracy needs "
@@ -20,8 +24,10 @@ def accuracy(model: onnx.ModelProto, data: DataSource, device: str = "auto", bat
     data = runner.prepare(data)
     correct = np.zeros(runner.num_classes, np.int64)
     total = np.zeros(runner.num_classes, np.int64)
+    competing = np.ones(runner.num_classes, bool) if classes is None else np.isin(np.arange(runner.num_classes),
+                                                                                   classes)
     for scores, labels in runner.scores(data, batch_size):
-        hits = scores.argmax(axis=1) == labels
+        hits = np.where(competing, scores, -np.inf).argmax(axis=1) == labels
         np.add.at(total, labels, 1)
         np.add.at(correct, labels, hits.astype(np.int64))
     present = np.flatnonzero(total)
