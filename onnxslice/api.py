@@ -40,6 +40,8 @@ log = logging.getLogger("onnxslice")
 
 #: The metric that orders the neurons when none is named (with a profile: when the profile has it).
 DEFAULT_METRIC = "taylor"
+#: Where readapt's slice comes from: the slice given, or a profile of the adversarial samples it trains on.
+SLICE_ON = ("clean", "adversarial")
 #: File types the slice plot of :func:`inspect` is written as.
 PLOT_FORMATS = (".png", ".svg", ".pdf")
 
@@ -331,19 +333,67 @@ def prune(model: Model | str | Path, data: DataSource | str, *, target_macs: flo
     return replace(result, model=Model(canonicalize(result.model)))
 
 
-def readapt(model: Model | str | Path, piece: Slice, data: DataSource | str, eval_data: DataSource | str | None = None,
-            attack: str = "fgsm", eps: float | str | None = "auto", clip: tuple[float, float] | None = None,
-            train_all: bool = False, **options) -> tuple[Model, dict]:
+def readapt(model: Model | str | Path, piece: Slice | None, data: DataSource | str,
+            eval_data: DataSource | str | None = None, attack: str = "fgsm", eps: float | str | None = "auto",
+            clip: tuple[float, float] | None = None, train_all: bool = False, *, slice_on: str = "clean",
+            slicing: dict | None = None, **options) -> tuple[Model, dict]:
     """Re-train only the critical neurons against adversarial samples (``readapt``); the model and the report
-    (RA, RAA, TPR, clean accuracy, accuracy on the adversarial samples before). ``eps``: "auto" calibrates the
-    attack per model (at most 20% accuracy under FGSM, 5% under PGD on ``data``), None is 0.1 of the input
-    range, a number is in input units. ``options``: fields of :class:`onnxslice.maintain.training.TrainingOptions`."""
+    (RA, RAA, TPR, clean accuracy, accuracy on the adversarial samples before, where the slice came from).
+    ``eps``: "auto" calibrates the attack per model (at most 20% accuracy under FGSM, 5% under PGD on ``data``),
+    None is 0.1 of the input range, a number is in input units. ``options``: fields of
+    :class:`onnxslice.maintain.training.TrainingOptions`.
+
+    ``slice_on``: "clean" trains ``piece``'s critical neurons; "adversarial" (the paper's footnote 3) slices anew
+    on a profile of the adversarial samples of ``data`` (generated once, on the original model, and trained on),
+    with ``piece``'s settings (metric, strategy, Θ / ratio, step, CKA form, representation, round_to; ``piece``
+    may be None) overridden by ``slicing`` (keyword arguments of :func:`select`). The report then also gives the
+    slice the same settings make on the clean samples, its TPR, and how many neurons the two differ in."""
+    from onnxslice.maintain.readapt import adversarial_set, trained_parameters
     from onnxslice.maintain.readapt import readapt as run
     from onnxslice.maintain.training import TrainingOptions
+    from onnxslice.slicing.summary import neuron_fraction
 
-    adapted, report = run(_model(model).proto, piece, _data(data), eval_data=_optional(eval_data), attack=attack,
-                          eps=eps, clip=clip, options=TrainingOptions(**options), train_all=train_all)
+    if slice_on not in SLICE_ON:
+        raise InputError(f"--slice-on {slice_on}: choose from {', '.join(SLICE_ON)}")
+    model, data, training = _model(model), _data(data), TrainingOptions(**options)
+    settings = {k: v for k, v in (slicing or {}).items() if v is not None}
+    if slice_on == "clean":
+        if piece is None:
+            raise InputError("--slice is required (or --slice-on adversarial to slice on the adversarial samples)")
+        if settings:
+            raise InputError(f"--{next(iter(settings)).replace('_', '-')}: only with --slice-on adversarial (the "
+                             "clean slice is the one given)")
+        samples = None
+    else:
+        samples = adversarial_set(model.proto, data, attack, eps, clip, training.seed)
+        settings = _slice_settings(piece, settings)
+        piece = select(model, None, data=samples.source(), **settings)
+        clean = select(model, None, data=samples.clean(), **settings)
+    adapted, report = run(model.proto, piece, data, eval_data=_optional(eval_data), attack=attack, eps=eps,
+                          clip=clip, options=training, train_all=train_all, samples=samples)
+    report.update(slice_on=slice_on, slice_data=piece.data, slice_strategy=piece.strategy, slice_metric=piece.metric,
+                  slice_theta=piece.theta, slice_ratio=piece.ratio, slice_neuron_fraction=neuron_fraction(piece))
+    if samples is not None:
+        trained, total = trained_parameters(model.proto, clean)
+        report.update(clean_slice_data=clean.data, clean_slice_neuron_fraction=neuron_fraction(clean),
+                      clean_slice_tpr=trained / total,
+                      slice_changed_neurons=sum(len(set(layer.kept) ^ set(clean.layers[name].kept))
+                                                for name, layer in piece.layers.items()))
+        report["slice_differs_from_clean"] = report["slice_changed_neurons"] > 0
     return Model(adapted), report
+
+
+def _slice_settings(piece: Slice | None, overrides: dict) -> dict:
+    """Keyword arguments of :func:`select`: the settings ``piece`` was made with (none for None), ``overrides``
+    on top; under another strategy only its metric and round_to carry over."""
+    if piece is None:
+        return overrides
+    settings = {"metric": piece.metric, "strategy": piece.strategy, "theta": piece.theta, "ratio": piece.ratio,
+                "step": piece.step, "centered": piece.centered, "representation": piece.representation,
+                "round_to": piece.round_to}
+    if overrides.get("strategy", piece.strategy) != piece.strategy:
+        settings = {"metric": piece.metric, "round_to": piece.round_to}
+    return {**{k: v for k, v in settings.items() if v is not None}, **overrides}
 
 
 def incremental(model: Model | str | Path, piece: Slice, new_data: DataSource | str,

@@ -2,7 +2,8 @@
 
 Oracles: the ONNX initializers of the original vs. the written model (non-critical neurons bit-identical,
 critical ones trained); the trained parameter ratio recomputed from the slice and the ONNX weight shapes;
-onnxruntime accuracies of the written model on its own; exit code 2 and one line for bad input.
+onnxruntime accuracies of the written model on its own; exit code 2 and one line for bad input; for
+--slice-on adversarial, the profile and slice of adversarial samples made directly with torchattacks.
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ import torch
 import torchvision
 from click.testing import CliRunner
 
-from onnxslice.data import load_data
+from onnxslice import api
+from onnxslice.data import DataSource, load_data
 from onnxslice.files import sha256_of
 from onnxslice.graph import find_neuron_layers, load_model
 from onnxslice.maintain.attacks import EPS_GRID_FACTOR, TARGET_ACCURACY, AttackSpec, adversarial, calibrate_eps
+from onnxslice.maintain.readapt import adversarial_set
 from onnxslice.maintain.roundtrip import Trainable
+from onnxslice.profiling import profile_model
 from onnxslice.slicing.artifact import LayerSlice, Slice
+from onnxslice.slicing.summary import neuron_fraction
 from onnxslice_cli.main import cli
 from tests.helpers import CNN, MLP, export_onnx, random_npz
 from tests.test_roundtrip import changed_neurons, mean_activation_slice, neuron_rows
@@ -186,3 +191,66 @@ def test_calibration_leaves_batchnorm_statistics_and_the_mode_alone() -> None:
     assert module.training
     for name, value in module.state_dict().items():
         assert torch.equal(value, before[name]), name
+
+
+def direct_adversarial(per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """FGSM samples of the first ``per_class`` digits:train samples per class on the MLP, made with the attack
+    functions alone (calibrated eps, seed 0): what --slice-on adversarial must profile."""
+    x, y = load_data("digits:train", max_per_class=per_class).arrays()
+    x = x.reshape(len(x), -1).astype(np.float32)
+    trainable = Trainable.from_onnx(load_model(MLP))
+    spec = AttackSpec.create("fgsm", None, None, x)
+    spec = replace(spec, eps=calibrate_eps(spec, trainable.scores, trainable.module, x, y))
+    return adversarial(spec, trainable.scores, trainable.module, x, y), y
+
+
+def test_profile_of_the_adversarial_set_equals_profile_model_on_the_same_samples() -> None:
+    """Oracle: profile_model on an in-memory DataSource of the adversarial samples made directly with the attack
+    functions; the adversarial set readapt slices on gives the same contributions and CKA statistics."""
+    adv, y = direct_adversarial(8)
+    samples = adversarial_set(load_model(MLP), load_data("digits:train", max_per_class=8))
+    np.testing.assert_array_equal(samples.adv, adv)
+    ours = api.profile(MLP, samples.source(), ["taylor"])
+    expected = profile_model(MLP, DataSource.from_arrays("direct", adv, y), ["taylor"], progress=False)
+    for layer in expected.layers:
+        np.testing.assert_allclose(ours.contributions["taylor"][layer], expected.contributions["taylor"][layer],
+                                   rtol=1e-6)
+        for category in expected.categories:
+            np.testing.assert_allclose(ours.similarity_matrix(layer, category),
+                                       expected.similarity_matrix(layer, category), rtol=1e-6)
+
+
+def test_slice_on_adversarial_differs_from_the_clean_slice_and_says_so(tmp_path) -> None:
+    """--slice-on adversarial on the MLP: the slice trained is the one the same settings (semantic, taylor, the
+    default Θ) give on a profile of the directly made adversarial samples (its neuron fraction and TPR); the
+    clean slice of the same samples keeps other neurons, and the report says which data each came from."""
+    result = readapt_json(str(MLP), "--slice-on", "adversarial", "--data", "digits:train", "--max-per-class", "20",
+                          "--epochs", "1", "-o", str(tmp_path / "out.onnx"))
+    adv, y = direct_adversarial(20)
+    on_adversarial = api.select(MLP, None, data=DataSource.from_arrays("direct", adv, y))
+    clean = api.select(MLP, None, data=load_data("digits:train", max_per_class=20))
+    assert result["slice_on"] == "adversarial" and "under fgsm" in result["slice_data"]
+    assert result["clean_slice_data"] == "digits:train"
+    assert result["slice_neuron_fraction"] == pytest.approx(neuron_fraction(on_adversarial))
+    assert result["tpr"] == pytest.approx(expected_tpr(MLP, on_adversarial))
+    assert result["clean_slice_neuron_fraction"] == pytest.approx(neuron_fraction(clean))
+    assert result["clean_slice_tpr"] == pytest.approx(expected_tpr(MLP, clean))
+    changed = sum(len(set(a.kept) ^ set(clean.layers[name].kept)) for name, a in on_adversarial.layers.items())
+    assert changed > 0 and result["slice_changed_neurons"] == changed and result["slice_differs_from_clean"]
+
+
+def test_slice_on_adversarial_takes_the_given_slices_settings(tmp_path) -> None:
+    """With --slice (global, ratio 0.25) the adversarial slice keeps its settings: a quarter of every hidden
+    layer (oracle: ceil(0.25 C) per layer, the global rule); --slice-on clean without --slice, or with --theta,
+    is exit 2 naming the option."""
+    clean = api.select(MLP, None, strategy="global", ratio=0.25, data=load_data("digits:train", max_per_class=10))
+    clean.save(tmp_path / "g.json")
+    result = readapt_json(str(MLP), "--slice", str(tmp_path / "g.json"), "--slice-on", "adversarial", "--data",
+                          "digits:train", "--max-per-class", "10", "--epochs", "0", "-o", str(tmp_path / "o.onnx"))
+    assert result["slice_strategy"] == "global" and result["slice_ratio"] == 0.25
+    sizes = [layer.size for layer in clean.layers.values()]
+    assert result["slice_neuron_fraction"] == pytest.approx(sum(-(-s // 4) for s in sizes) / sum(sizes))
+    for args, option in [((), "--slice"), (("--slice", str(tmp_path / "g.json"), "--theta", "0.9"), "--theta")]:
+        code, _, err = run("readapt", str(MLP), *args, "--data", "digits:train", "--max-per-class", "5",
+                           "-o", str(tmp_path / "x.onnx"))
+        assert code == 2 and option in err and len(err.strip().splitlines()) == 1, err
