@@ -60,6 +60,9 @@ from onnxslice_cli.common import (
               help="Keep a multiple of N channels in every group of coupled channels (or all of them).")
 @click.option("--deeparc-threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
               help="DeepArc: consecutive layers with CKA above this form one module.")
+@click.option("--deeparc-sew/--no-deeparc-sew", default=True, show_default=True,
+              help="DeepArc: where a removed span's input and output shapes differ, replace it by a linear sewing "
+                   "layer fitted on --data (else keep it).")
 @click.option("--max-per-class", type=click.IntRange(min=1), default=DEFAULT_MAX_PER_CLASS, show_default=True,
               help="Samples per category for the CKA statistics (and DeepArc's layer similarities).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
@@ -72,7 +75,7 @@ from onnxslice_cli.common import (
 @reports_errors
 def sweep(model: str, data_spec: str, eval_spec: str | None, profile_path: str | None, metrics: tuple[str, ...],
           strategies: str, thetas: str, ratios: str, targets: str | None, target_kind: str, round_to: int,
-          deeparc_threshold: float, max_per_class: int, batch_size: int,
+          deeparc_threshold: float, deeparc_sew: bool, max_per_class: int, batch_size: int,
           plot_path: str | None, csv_path: str | None, device: str, as_json: bool, **image: object) -> None:
     """Profile MODEL once, slice it at every Θ / ratio / size budget for every strategy and metric, mask and
     evaluate each: fraction of parameters restructuring removes vs accuracy (the paper's Figure 5), as a table,
@@ -88,7 +91,7 @@ def sweep(model: str, data_spec: str, eval_spec: str | None, profile_path: str |
     result = api.sweep(loaded, profile, data, chosen, theta_values, ratio_values, metrics=metrics,
                        eval_data=eval_data, max_per_class=max_per_class, batch_size=batch_size, device=device,
                        progress=not as_json, targets=target_values, target_kind=target_kind, round_to=round_to,
-                       deeparc_threshold=deeparc_threshold)
+                       deeparc_threshold=deeparc_threshold, deeparc_sew=deeparc_sew)
     if plot_path:
         write_atomically(plot_path, lambda tmp: result.save_plot(tmp, Path(model).name))
     if csv_path:
@@ -107,5 +110,9 @@ def format_sweep(result: dict) -> str:
         macs = f"{p['macs_fraction']:.1%}" if p.get("macs_fraction") is not None else "-"
         lines.append(f"{p['strategy']:<10}{p['metric'] or '-':<10}{setting:>16}{budget:>8}{p['compression']:>10.2%}"
                      f"{macs:>8}{p['accuracy']:>10.4f}")
+    lines += [f"deeparc (CKA > {p['threshold']:g}): removed {', '.join(p['removed']) or 'nothing'}; "
+              f"{len(p['sewing'])} sewing layers ({sum(s['params'] for s in p['sewing']):,} parameters); "
+              f"{p['params_removed']:,} of {p['params_before']:,} parameters removed"
+              for p in result["points"] if p["strategy"] == "deeparc"]
     lines += [f"wrote {path}" for path in (result["plot"], result["csv"]) if path]
     return "\n".join(lines)

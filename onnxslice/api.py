@@ -478,7 +478,8 @@ def sweep(model: Model | str | Path, profile: Profile | None, data: DataSource |
     """Accuracy on ``eval_data`` (default: ``data``) against compression for each strategy × metric × Θ / ratio /
     budget (``sweep``). Without a ``profile`` the model is profiled on ``data`` by ``metrics`` (only when a
     slicing strategy is asked for); DeepArc's layer similarities use ``max_per_class`` samples of ``data`` per
-    category; ``progress``: bars on stderr. ``settings``: targets, target_kind, round_to, deeparc_threshold."""
+    category; ``progress``: bars on stderr. ``settings``: targets, target_kind, round_to, deeparc_threshold,
+    deeparc_sew (sewing layers where a removed span's shapes differ; default True)."""
     from onnxslice.compression.sweep import sweep as run
     from onnxslice.measure.evaluate import accuracy
 

@@ -83,11 +83,12 @@ def sweep(model: onnx.ModelProto, profile: Profile | None, data: DataSource, str
           thetas: Sequence[float], ratios: Sequence[float], deeparc_data: DataSource | None = None,
           deeparc_threshold: float = 0.99, device: str = "auto", round_to: int = DEFAULT_ROUND_TO,
           targets: Sequence[float] = (), target_kind: str = "macs", batch_size: int = 256,
-          progress: bool = False) -> list[dict]:
+          progress: bool = False, deeparc_sew: bool = True) -> list[dict]:
     """One point per strategy × metric × Θ / ratio / size budget (``targets``, fractions of the original's
     ``target_kind``, "params" or "macs"): ``compression`` (parameters restructure removes), ``params_fraction``,
     ``macs_fraction`` and ``accuracy`` of the masked model on ``data``; DeepArc's point (metric None) is
-    measured on the model with its redundant layers removed. ``profile`` may be None when DeepArc is the only
+    measured on the model with its redundant layers removed (``deeparc_sew``: with sewing layers where shapes
+    differ; its ``sewing`` and ``params_removed`` say what they cost). ``profile`` may be None when DeepArc is the only
     strategy. Targets that no slice reaches are logged and skipped. ``batch_size``: samples per evaluation batch;
     ``progress``: a bar on stderr (one step per point) when stderr is a terminal."""
     if batch_size < 1:
@@ -99,7 +100,7 @@ def sweep(model: onnx.ModelProto, profile: Profile | None, data: DataSource, str
              * (len(profile.metrics) if profile is not None else 0) + (DEEPARC in strategies))
     with progress_bar(total, "sweep", "point", progress) as bar:
         return _sweep(model, profile, data, strategies, thetas, ratios, deeparc_data, deeparc_threshold, device,
-                      round_to, targets, target_kind, batch_size, bar)
+                      round_to, targets, target_kind, batch_size, bar, deeparc_sew)
 
 
 def swept_values(strategy: str, thetas: Sequence[float], ratios: Sequence[float]) -> Sequence[float]:
@@ -110,7 +111,7 @@ def swept_values(strategy: str, thetas: Sequence[float], ratios: Sequence[float]
 def _sweep(model: onnx.ModelProto, profile: Profile | None, data: DataSource, strategies: Sequence[str],
            thetas: Sequence[float], ratios: Sequence[float], deeparc_data: DataSource | None,
            deeparc_threshold: float, device: str, round_to: int, targets: Sequence[float], target_kind: str,
-           batch_size: int, bar: tqdm) -> list[dict]:
+           batch_size: int, bar: tqdm, deeparc_sew: bool) -> list[dict]:
     points = []
     groups = SelectionGroups.of_model(model) if any(s in STRATEGIES for s in strategies) else None
     for strategy in (s for s in strategies if s in STRATEGIES):
@@ -139,7 +140,7 @@ def _sweep(model: onnx.ModelProto, profile: Profile | None, data: DataSource, st
                 bar.update(1)
                 bar.set_postfix(strategy=strategy, accuracy=f"{score:.4f}")
     if DEEPARC in strategies:
-        result = deeparc(model, deeparc_data or data, deeparc_threshold, device)
+        result = deeparc(model, deeparc_data or data, deeparc_threshold, device, sew=deeparc_sew)
         points.append({"strategy": DEEPARC, "metric": None, "threshold": deeparc_threshold,
                        "compression": 1.0 - count_params(result.model) / count_params(model),
                        "accuracy": accuracy(result.model, data, device, batch_size)["accuracy"],

@@ -55,16 +55,20 @@ MEANS_BLOCK_BYTES = 2**20
 
 def with_observed_outputs(model: onnx.ModelProto, layers: Sequence[NeuronLayer]) -> onnx.ModelProto:
     """A copy of ``model`` whose graph also outputs each layer's observed activation."""
+    return with_outputs(model, [layer.output for layer in layers])
+
+
+def with_outputs(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph also outputs each of ``tensors``."""
     extended = copy_model(model)
     known = {info.name: info for info in [*extended.graph.value_info, *extended.graph.input]}
     present = {out.name for out in extended.graph.output}
-    for layer in layers:
-        if layer.output in present:
+    for tensor in tensors:
+        if tensor in present:
             continue
-        info = known.get(layer.output) or onnx.helper.make_tensor_value_info(layer.output, onnx.TensorProto.FLOAT,
-                                                                            None)
+        info = known.get(tensor) or onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None)
         extended.graph.output.append(info)
-        present.add(layer.output)
+        present.add(tensor)
     return extended
 
 
