@@ -40,9 +40,10 @@ from onnxslice_cli.inspect_cmd import format_layers
                    f"--profile the profile's first metric when it has no {DEFAULT_METRIC}].")
 @click.option("--strategy", type=RegistryChoice(STRATEGIES), default="semantic", show_default=True,
               help="semantic: smallest prefix with CKA > THETA per category; global: top RATIO over all data; "
-                   "category: top RATIO per category. Categories are merged by union.")
+                   "category: top RATIO per category (categories merged by union); shared: per layer one prefix, "
+                   "by contribution over all data, with CKA > THETA for every category.")
 @click.option("--theta", type=float, default=None,
-              help=f"Semantic threshold Θ in [0, 1] (semantic only; default {DEFAULT_THETA}).")
+              help=f"Threshold Θ in [0, 1] (semantic, shared; default {DEFAULT_THETA}).")
 @click.option("--ratio", type=float, default=None,
               help=f"Fraction of each layer to keep, ceil(R·C) (global / category only; default {DEFAULT_RATIO}).")
 @click.option("--step", type=int, default=1, show_default=True,

@@ -10,6 +10,7 @@ from onnxslice import api
 from onnxslice.api import DEFAULT_METRIC
 from onnxslice.compression.deeparc import DEFAULT_THRESHOLD
 from onnxslice.compression.sweep import (
+    DEEPARC,
     DEFAULT_RATIOS,
     DEFAULT_THETAS,
     parse_strategies,
@@ -46,9 +47,9 @@ from onnxslice_cli.common import (
 @click.option("--metric", "metrics", type=RegistryChoice(METRICS, sort=True), multiple=True,
               help=f"Contribution metric (repeat for several; default {DEFAULT_METRIC}).")
 @click.option("--strategies", default=",".join(STRATEGIES), show_default=True,
-              help="Comma-separated: semantic, global, category, deeparc.")
+              help=f"Comma-separated: {', '.join([*STRATEGIES, DEEPARC])}.")
 @click.option("--thetas", default=DEFAULT_THETAS, show_default=True,
-              help="Semantic Θ values: START:STOP:STEP or a list.")
+              help="Θ values (semantic, shared): START:STOP:STEP or a list.")
 @click.option("--ratios", default=DEFAULT_RATIOS, show_default=True,
               help="Global / category ratios: START:STOP:STEP or a list.")
 @click.option("--targets", default=None, metavar="FRACTIONS",

@@ -150,11 +150,11 @@ def select(model: Model | str | Path, profile: Profile | None, metric: str | Non
            target_macs: float | None = None, target_params: float | None = None, round_to: int = DEFAULT_ROUND_TO,
            max_per_class: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto",
            progress: bool = False) -> Slice:
-    """The critical neurons at Θ (semantic) or a ratio (global, category), or to a size budget (``slice``).
+    """The critical neurons at Θ (semantic, shared) or a ratio (global, category), or to a size budget (``slice``).
 
     Without a ``profile``, the model is first profiled on ``data`` by ``metric`` alone. ``metric`` None: taylor,
     or the profile's first metric when it has no taylor. ``step``, ``centered``, ``representation``: the
-    semantic strategy's prefix interval, CKA form and conv-neuron representation; ``progress``: a bar on stderr
+    Θ strategies' prefix interval, CKA form and conv-neuron representation; ``progress``: a bar on stderr
     while profiling."""
     model = _model(model)
     if profile is None:

@@ -23,15 +23,21 @@ from onnxslice.errors import InputError
 from onnxslice.graph import load_model
 from onnxslice.measure.stats import count_params
 from onnxslice.profiling import METRICS, Profile, profile_model
-from onnxslice.profiling.similarity import SimilarityStatistics, similarity_statistics, smallest_prefix
+from onnxslice.profiling.similarity import (
+    SimilarityStatistics,
+    linear_cka,
+    similarity_statistics,
+    smallest_prefix,
+)
 from onnxslice.slicing.artifact import LayerSlice, Slice
-from onnxslice.slicing.budget import DEFAULT_ROUND_TO
+from onnxslice.slicing.budget import DEFAULT_ROUND_TO, DEFAULT_TOLERANCE
 from onnxslice.slicing.groups import SelectionGroups
 from onnxslice.slicing.strategies import (
     STRATEGIES,
     CategoryStrategy,
     GlobalStrategy,
     SemanticStrategy,
+    SharedStrategy,
     make_strategy,
     ranking,
     select,
@@ -173,6 +179,41 @@ def test_semantic_thresholds_select_what_the_prefix_scan_selects(step):
         assert set(np.flatnonzero(thresholds <= theta).tolist()) == expected, theta
 
 
+def test_shared_keeps_one_short_prefix_where_the_union_saturates():
+    """Constructed layer: 8 neurons, the even ones noisy copies of a signal z1, the odd ones of an independent
+    z2, and each of 4 categories ranks its own (even, odd) pair first. One neuron reaches CKA about 0.7, a pair
+    about 1, so each category's semantic prefix is its pair (disjoint) and the union keeps all 8;
+    shared keeps the shortest prefix of the all-data order whose CKA exceeds Θ on every category (oracle:
+    linear_cka on the raw activations, from the definition), shorter than 8, holding each category's own
+    prefix along that order."""
+    rng = np.random.default_rng(0)
+    theta, size, categories = 0.95, 8, 4
+    mixing = np.tile(np.eye(2), size // 2)
+    acts = [rng.standard_normal((40, 2)) @ mixing + 0.01 * rng.standard_normal((40, size)) for _ in range(categories)]
+    contributions = np.full((categories + 1, size), 0.1)
+    for c in range(categories):
+        contributions[c, [2 * c, 2 * c + 1]] = [1.0, 0.9]
+    contributions[-1] = np.linspace(1.0, 0.2, size)[rng.permutation(size)]
+    profile = Profile("0" * 64, "constructed", ["avg"], list(range(categories)), {"l": size},
+                      dict.fromkeys(range(categories), 40), {"avg": {"l": contributions}},
+                      {"l": [similarity_statistics(a[:, :, None], np.float64) for a in acts]})
+
+    semantic = select(profile, "avg", SemanticStrategy(theta)).layers["l"]
+    assert semantic.per_category == {str(c): [2 * c, 2 * c + 1] for c in range(categories)}
+    assert semantic.kept == list(range(size))
+
+    order = ranking(contributions[-1])
+    passes = [min(linear_cka(a[:, order[:k]], a) for a in acts) > theta for k in range(1, size + 1)]
+    length = passes.index(True) + 1
+    shared = select(profile, "avg", SharedStrategy(theta)).layers["l"]
+    assert length < size and shared.kept == sorted(order[:length].tolist())
+    for c, a in enumerate(acts):
+        assert linear_cka(a[:, shared.kept], a) > theta
+        own = next(k for k in range(1, size + 1) if linear_cka(a[:, order[:k]], a) > theta)
+        assert shared.per_category[str(c)] == sorted(order[:own].tolist())
+        assert set(shared.per_category[str(c)]) <= set(shared.kept)
+
+
 def test_ranking_orders_ties_by_index_and_nan_last():
     assert ranking(np.array([0.5, np.nan, 0.5, 0.9, 0.0])).tolist() == [3, 0, 2, 4, 1]
 
@@ -189,10 +230,12 @@ def test_every_layer_keeps_at_least_one_neuron():
 
 
 def test_make_strategy_checks_its_options():
-    assert set(STRATEGIES) == {"semantic", "global", "category"}
+    assert set(STRATEGIES) == {"semantic", "global", "category", "shared"}
     assert make_strategy("semantic", theta=0.9, step=2, centered=False) == SemanticStrategy(0.9, 2, False)
+    assert make_strategy("shared", theta=0.8, representation="map") == SharedStrategy(0.8, representation="map")
     assert make_strategy("category", ratio=0.2) == CategoryStrategy(0.2)
     wrong = [({"name": "global", "theta": 0.9}, "--theta"), ({"name": "semantic", "ratio": 0.5}, "--ratio"),
+             ({"name": "shared", "ratio": 0.5}, "--ratio"), ({"name": "shared", "theta": -0.1}, "--theta"),
              ({"name": "semantic", "theta": 1.5}, "--theta"), ({"name": "global", "ratio": 0.0}, "--ratio"),
              ({"name": "category", "step": 2}, "--step"), ({"name": "semantic", "step": 0}, "--step"),
              ({"name": "global", "centered": False}, "--uncentered"), ({"name": "best"}, "--strategy")]
@@ -318,3 +361,17 @@ def test_inspect_without_model_reports_the_neuron_fraction(tmp_path):
     assert text.exit_code == 0 and "31.2%" in text.output and "1 / 2" in text.output
     bad = run_cli("inspect", tmp_path / "s.json", "--plot", tmp_path / "layers.txt")
     assert bad.exit_code == 2 and "--plot" in bad.stderr and not (tmp_path / "layers.txt").exists()
+
+
+def test_shared_strategy_through_the_api_to_a_size_budget(mlp_profile, tmp_path):
+    """`osl.select(..., "shared", target_params=0.5)` bisects Θ to the budget (oracle: the restructured model's
+    parameters, counted, within the tolerance of half the original's) and records the strategy and its Θ."""
+    import onnxslice as osl
+
+    model = osl.load(MLP)
+    piece = osl.select(model, Profile.load(mlp_profile), "avg", "shared", target_params=0.5, round_to=1)
+    assert piece.strategy == "shared" and 0.0 <= piece.theta <= 1.0 and piece.ratio is None
+    pruned = restructure(model.proto, piece.kept())[0]
+    assert abs(count_params(pruned) / count_params(model.proto) - 0.5) <= DEFAULT_TOLERANCE
+    piece.save(tmp_path / "s.json")
+    assert Slice.load(tmp_path / "s.json").strategy == "shared"

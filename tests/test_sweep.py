@@ -27,29 +27,31 @@ def test_ranges_include_their_end():
 
 
 def test_sweep_points_match_separate_slice_and_mask_runs(tmp_path):
-    """Oracle: the separate commands — the semantic point's accuracy is that of `onnxslice slice` at the same
-    Θ, masked and evaluated; keeping every neuron (ratio 1) removes nothing and keeps the original accuracy;
+    """Oracle: the separate commands — the semantic and shared points' accuracies are those of `onnxslice slice`
+    at the same Θ, masked and evaluated; keeping every neuron (ratio 1) removes nothing and keeps the original accuracy;
     DeepArc removes nothing from the MLP. The PNG and the CSV are written with one row per point."""
     runner = CliRunner()
     plot, table = tmp_path / "sweep.png", tmp_path / "sweep.csv"
     run = runner.invoke(cli, ["sweep", str(MLP), "--data", "digits:train", "--eval-data", "digits:test", "--metric",
-                              "avg", "--strategies", "semantic,global,deeparc", "--thetas", "0.95", "--ratios",
+                              "avg", "--strategies", "semantic,shared,global,deeparc", "--thetas", "0.95", "--ratios",
                               "0.5,1.0", "--plot", str(plot), "--csv", str(table), "--json"])
     assert run.exit_code == 0, run.output
     result = json.loads(run.output)
     points = {(p["strategy"], p.get("theta") or p.get("ratio") or p.get("threshold")): p for p in result["points"]}
-    assert set(points) == {("semantic", 0.95), ("global", 0.5), ("global", 1.0), ("deeparc", 0.99)}
+    assert set(points) == {("semantic", 0.95), ("shared", 0.95), ("global", 0.5), ("global", 1.0), ("deeparc", 0.99)}
     assert points[("global", 1.0)]["compression"] == 0.0
     assert points[("global", 1.0)]["accuracy"] == result["accuracy_original"]
     assert points[("deeparc", 0.99)]["compression"] == 0.0
     assert 0.0 < points[("semantic", 0.95)]["compression"] < 1.0
 
-    piece = tmp_path / "slice.json"
-    made = runner.invoke(cli, ["slice", str(MLP), "--data", "digits:train", "--metric", "avg", "--theta", "0.95",
-                               "-o", str(piece)])
-    assert made.exit_code == 0, made.output
-    masked = mask_model(load_model(MLP), Slice.load(piece).kept())
-    assert points[("semantic", 0.95)]["accuracy"] == accuracy(masked, load_data("digits:test"), "cpu")["accuracy"]
+    for strategy in ("semantic", "shared"):
+        piece = tmp_path / f"{strategy}.json"
+        made = runner.invoke(cli, ["slice", str(MLP), "--data", "digits:train", "--metric", "avg", "--strategy",
+                                   strategy, "--theta", "0.95", "-o", str(piece)])
+        assert made.exit_code == 0, made.output
+        masked = mask_model(load_model(MLP), Slice.load(piece).kept())
+        expected = accuracy(masked, load_data("digits:test"), "cpu")["accuracy"]
+        assert points[(strategy, 0.95)]["accuracy"] == expected
 
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(table.read_text().splitlines()) == 1 + len(result["points"])

@@ -1,7 +1,7 @@
 """The comparison of slicing methods (paper §5.2, Figure 5): parameters removed vs accuracy of the masked model.
 
-The model is profiled once for all metrics; every strategy then slices at every Θ (semantic) or ratio
-(global, category) from that one profile, and at every size budget, and each slice is masked and evaluated.
+The model is profiled once for all metrics; every strategy then slices at every Θ or ratio (by the parameter it
+takes) from that one profile, and at every size budget, and each slice is masked and evaluated.
 The compression of a point is the fraction of the model's parameters that restructuring the slice removes
 (:mod:`onnxslice.surgery.cost`; slices decide on channel groups, see :mod:`onnxslice.slicing.groups`).
 DeepArc (layer removal, see
