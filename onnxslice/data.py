@@ -222,7 +222,9 @@ def load_data(spec: str, image_options: ImageOptions | None = None, max_per_clas
     if classes is not None:
         data = data.filter_classes(classes)
     data = data.cap_per_class(max_per_class)
-    data.origin = DataOrigin(spec, image_options or ImageOptions(), max_per_class)
+    # a worker may start in another folder: a relative path is made absolute (its class filter kept)
+    absolute = spec if source in BUILTINS else str(Path(source).absolute()) + spec[len(source):]
+    data.origin = DataOrigin(absolute, image_options or ImageOptions(), max_per_class)
     return data
 
 

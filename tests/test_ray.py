@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 from click.testing import CliRunner
 
 import onnxslice as osl
@@ -24,6 +23,7 @@ from onnxslice_cli.main import cli
 from tests.helpers import CNN, MLP
 from tests.ray_hooks import ARM
 
+ray = pytest.importorskip("ray")  # the extra onnxslice[ray], part of onnxslice[test]
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ["avg", "var", "taylor"]
 

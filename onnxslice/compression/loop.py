@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 DEFAULT_STEP = 0.05
 DEFAULT_MAX_DROP = 0.01
 DEFAULT_MAX_ITERATIONS = 100
-#: Samples per batch when evaluating (the default of :func:`~onnxslice.measure.evaluate.accuracy`).
+#: Samples per evaluation batch.
 ACCURACY_BATCH = 256
 #: Bytes of one stored value and of one stored index in the sparse-format estimate (float32, int32).
 VALUE_BYTES = INDEX_BYTES = 4
@@ -235,5 +235,5 @@ def _accuracies(models: Sequence[onnx.ModelProto], data: DataSource, device: str
                 cluster: Cluster | None) -> list[float]:
     """The accuracy of each model on ``data``: one after another here, or in parallel on ``cluster``."""
     if cluster is None:
-        return [accuracy(model, data, device)["accuracy"] for model in models]
+        return [accuracy(model, data, device, ACCURACY_BATCH)["accuracy"] for model in models]
     return cluster.accuracies(models, data, device, ACCURACY_BATCH)
