@@ -15,9 +15,11 @@ one (H identical).
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +42,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--samples", type=int, default=1797, help="the first N digits (at most 1797)")
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp())
+    with tempfile.TemporaryDirectory() as folder:
+        measure(Path(folder), args.rounds, args.samples)
+
+
+def measure(folder: Path, rounds: int, samples: int) -> None:
+    """Time the profiles of resnet18 in ``folder`` on the first ``samples`` digits and print the ratios."""
     torch.manual_seed(0)
     model = export_onnx(build("resnet18"), (1, 32, 32), folder / "resnet18.onnx")
     x, y = digits32("all").arrays()
-    np.savez(folder / "digits32.npz", x=x[:args.samples], y=y[:args.samples])
+    np.savez(folder / "digits32.npz", x=x[:samples], y=y[:samples])
     np.savez(folder / "warmup.npz", x=x[:40], y=y[:40])
     data = str(folder / "digits32.npz")
 
@@ -53,13 +60,15 @@ def main() -> None:
     start = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     startup = time.perf_counter() - start
+    start = time.perf_counter()
     osl.profile(model, str(folder / "warmup.npz"), METRICS, device="cpu", ray="local", shards=2)
+    warmup = time.perf_counter() - start
 
     runs = {"1 worker": {"ray": "local", "shards": 1}, "2 workers": {"ray": "local", "shards": 2},
             "no Ray": {}}
     times: dict[str, list[float]] = {name: [] for name in runs}
     profiles = {}
-    for _ in range(args.rounds):  # the runs take turns, so that a slow spell of the machine hits them all
+    for _ in range(rounds):  # the runs take turns, so that a slow spell of the machine hits them all
         for name, settings in runs.items():
             start = time.perf_counter()
             profiles[name] = osl.profile(model, data, METRICS, device="cpu", **settings)
@@ -71,9 +80,13 @@ def main() -> None:
                        for a, b in zip(profiles[name].similarity[layer], statistics, strict=True)), (name, layer)
 
     best = {name: min(seconds) for name, seconds in times.items()}
-    print(f"resnet18 32x32, taylor, {len(y[:args.samples])} samples (max_per_class 128), local Ray of 2 CPUs, "
-          f"{args.rounds} rounds (best seconds; ratios: median over rounds)")
-    print(f"Ray start-up (ray.init, local, 2 CPUs): {startup:.2f} s")
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit}")
+    print(f"resnet18 32x32, taylor, {len(y[:samples])} samples (max_per_class 128), local Ray of 2 CPUs, "
+          f"{rounds} rounds (best seconds; ratios: median over rounds)")
+    print(f"Ray start-up (ray.init, local, 2 CPUs): {startup:.2f} s; then the warm-up profile of 40 samples, which "
+          f"starts the 2 workers and their imports: {warmup:.2f} s")
     for name in runs:
         print(f"{name:<10} {best[name]:7.2f} s")
     print(f"speed-up, 2 workers over 1: {median_ratio(times['1 worker'], times['2 workers']):.2f}x (goal >= 1.5x)")

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 import onnxslice as osl
 from onnxslice.data import load_data
+from onnxslice.errors import InputError
 from onnxslice.profiling import Profile
 from onnxslice.profiling.metrics import metrics_by_name
 from onnxslice.profiling.profiler import cka_samples, prepare_profile, reads_means_only, rest_block
@@ -119,6 +120,17 @@ def test_a_profile_survives_a_worker_that_dies_mid_shard(armed):
     sharded = osl.profile(CNN, "digits:train", METRICS, max_per_class=8, device="cpu", ray="local")
     assert not armed.exists()
     assert_same_profile(sharded, in_one_process(CNN, "digits:train", METRICS, max_per_class=8, device="cpu"))
+
+
+def test_a_worker_that_cannot_open_the_data_fails_the_profile_with_its_own_error(tmp_path):
+    """Oracle: the error the worker raises (the data file was removed after the driver opened it) reaches the
+    caller as itself, an InputError naming the file, and no profile comes back."""
+    x, y = load_data("digits:val").arrays()
+    np.savez(tmp_path / "gone.npz", x=x, y=y)
+    data = load_data(str(tmp_path / "gone.npz"))
+    (tmp_path / "gone.npz").unlink()
+    with pytest.raises(InputError, match="gone.npz: no such data file"):
+        osl.profile(MLP, data, ["avg"], device="cpu", ray="local")
 
 
 def test_sweep_and_compress_on_ray_give_the_points_of_one_process():
