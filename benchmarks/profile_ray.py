@@ -9,7 +9,7 @@ profile first starts both workers and imports what they use, as every run after 
 workers at least 1.5× as fast as 1 on the 2-core machine. Each sharded profile is checked against the one-process
 one (H identical).
 
-    python benchmarks/profile_ray.py [--rounds 2] [--samples 1797]
+    python benchmarks/profile_ray.py [--rounds 3] [--samples 1797]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ METRICS = ["taylor"]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--samples", type=int, default=1797, help="the first N digits (at most 1797)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:

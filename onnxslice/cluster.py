@@ -157,10 +157,11 @@ def open_in_worker(origin: DataOrigin) -> DataSource:
 
 
 def _in_worker(function: Callable[..., Any], cpus: int, *args: Any) -> Any:
-    """Run ``function`` in a Ray worker whose onnxruntime sessions use the ``cpus`` its task holds."""
+    """Run ``function`` in a Ray worker whose threads (onnxruntime's, the profiler's; Ray sets PyTorch's) keep busy
+    only the ``cpus`` its task holds."""
     from onnxslice import runtime
 
-    runtime.session_threads = cpus
+    runtime.task_cpus = cpus
     return function(*args)
 
 

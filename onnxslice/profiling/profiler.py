@@ -28,6 +28,7 @@ import onnx
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from onnxslice import runtime
 from onnxslice.data import DataSource
 from onnxslice.errors import InputError
 from onnxslice.files import sha256_of
@@ -367,7 +368,10 @@ def _resized(shape: tuple[int, ...], axis: int, size: int) -> tuple[int, ...]:
 
 
 def _usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the system has one, as on Linux)."""
+    """The cores this process may keep busy: those its Ray task holds, else those it may run on (its CPU affinity
+    where the system has one, as on Linux)."""
+    if runtime.task_cpus:
+        return runtime.task_cpus
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
