@@ -13,6 +13,7 @@ from typing import Any
 import click
 import onnx
 
+from onnxslice.cluster import INSTALL, LOCAL
 from onnxslice.data import DataSource, ImageOptions, load_data, source_path
 from onnxslice.errors import InputError, VerificationError, one_line
 from onnxslice.files import check_outputs
@@ -140,6 +141,14 @@ def json_option(command: Callable) -> Callable:
 def device_option(command: Callable) -> Callable:
     return click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                         help="onnxruntime execution provider: CUDA when available, else CPU.")(command)
+
+
+def ray_option(command: Callable) -> Callable:
+    """--ray [ADDRESS]: run the work on Ray (a local Ray started for the command when no address is given)."""
+    return click.option("--ray", "ray", is_flag=False, flag_value=LOCAL, default=None, metavar="[ADDRESS]",
+                        help="Run on Ray: a local Ray started for the command (--ray alone), the cluster this "
+                             "machine belongs to (--ray auto) or one at ADDRESS (ray://host:10001). Needs "
+                             f"{INSTALL}; every worker opens DATA itself, at the same path.")(command)
 
 
 def model_argument(command: Callable) -> Callable:

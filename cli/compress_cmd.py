@@ -20,6 +20,7 @@ from onnxslice_cli.common import (
     emit,
     json_option,
     model_argument,
+    ray_option,
     reports_errors,
 )
 from onnxslice_cli.maintain_options import open_optional
@@ -53,12 +54,14 @@ from onnxslice_cli.maintain_options import open_optional
 @click.option("-o", "--output", required=True, type=OutputFile(),
               help="Where to write the compressed model (zeros stored dense).")
 @device_option
+@ray_option
 @data_options
 @json_option
 @reports_errors
 def compress(model: str, slice_path: str | None, data_spec: str, val_spec: str | None, eval_spec: str | None,
              finetune_epochs: int, finetune_lr: float, method: str, step: float, max_drop: float,
-             max_iterations: int, output: str, device: str, as_json: bool, **image: object) -> None:
+             max_iterations: int, output: str, device: str, ray: str | None, as_json: bool,
+             **image: object) -> None:
     """Restructure MODEL with SLICE, then prune its weights by METHOD at rising sparsity while the accuracy on
     the validation data stays within MAX_DROP of the original's; report CR, NI and MA on the evaluation data.
 
@@ -74,7 +77,7 @@ def compress(model: str, slice_path: str | None, data_spec: str, val_spec: str |
     evaluation = open_optional(eval_spec, image, None, original.proto)
     result = api.compress(original, data, method, piece, val_data=val, eval_data=evaluation,
                           finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, step=step, max_drop=max_drop,
-                          device=device, max_iterations=max_iterations, progress=not as_json)
+                          device=device, max_iterations=max_iterations, progress=not as_json, ray=ray)
     if not result.within_budget:
         raise InputError(f"{slice_path}: the restructured model scores {result.val_accuracy_start:.4f} on "
                          f"{result.val_data}, more than --max-drop {max_drop} below the original's "

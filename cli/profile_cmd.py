@@ -20,6 +20,7 @@ from onnxslice_cli.common import (
     json_option,
     model_argument,
     open_data,
+    ray_option,
     reports_errors,
 )
 
@@ -40,11 +41,13 @@ from onnxslice_cli.common import (
 @click.option("-o", "--output", type=OutputFile(), help="Where to write profile.npz.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @device_option
+@ray_option
 @data_options
 @json_option
 @reports_errors
 def profile(model: str, list_layers: bool, data_spec: str | None, metrics: tuple[str, ...], max_per_class: int,
-            batch_size: int, output: str | None, quiet: bool, device: str, as_json: bool, **image: object) -> None:
+            batch_size: int, output: str | None, quiet: bool, device: str, ray: str | None, as_json: bool,
+            **image: object) -> None:
     """Measure every neuron of MODEL on DATA per category: contributions and CKA statistics -> profile.npz.
 
     With --list-layers, print the neuron layers (Conv; Gemm / MatMul with a constant weight), their
@@ -59,7 +62,7 @@ def profile(model: str, list_layers: bool, data_spec: str | None, metrics: tuple
     loaded = api.load(model)
     data = open_data(data_spec, image, model=loaded.proto)
     result = api.profile(loaded, data, metrics or DEFAULT_METRICS, max_per_class, device, progress=not quiet,
-                         batch_size=batch_size)
+                         batch_size=batch_size, ray=ray)
     result.save(out)
     summary = {
         "output": str(out), "model": model, "model_sha256": result.model_sha256, "data": result.data,

@@ -32,6 +32,7 @@ from onnxslice_cli.common import (
     json_option,
     model_argument,
     open_data,
+    ray_option,
     reports_errors,
 )
 
@@ -71,13 +72,15 @@ from onnxslice_cli.common import (
 @click.option("--plot", "plot_path", type=OutputFile(), default=None, help="Write the plot (PNG).")
 @click.option("--csv", "csv_path", type=OutputFile(), default=None, help="Write the points as CSV.")
 @device_option
+@ray_option
 @data_options
 @json_option
 @reports_errors
 def sweep(model: str, data_spec: str, eval_spec: str | None, profile_path: str | None, metrics: tuple[str, ...],
           strategies: str, thetas: str, ratios: str, targets: str | None, target_kind: str, round_to: int,
           deeparc_threshold: float, deeparc_sew: bool, max_per_class: int, batch_size: int,
-          plot_path: str | None, csv_path: str | None, device: str, as_json: bool, **image: object) -> None:
+          plot_path: str | None, csv_path: str | None, device: str, ray: str | None, as_json: bool,
+          **image: object) -> None:
     """Profile MODEL once, slice it at every Θ / ratio / size budget for every strategy and metric, mask and
     evaluate each: fraction of parameters restructuring removes vs accuracy (the paper's Figure 5), as a table,
     JSON, CSV and plot."""
@@ -92,7 +95,7 @@ def sweep(model: str, data_spec: str, eval_spec: str | None, profile_path: str |
     result = api.sweep(loaded, profile, data, chosen, theta_values, ratio_values, metrics=metrics,
                        eval_data=eval_data, max_per_class=max_per_class, batch_size=batch_size, device=device,
                        progress=not as_json, targets=target_values, target_kind=target_kind, round_to=round_to,
-                       deeparc_threshold=deeparc_threshold, deeparc_sew=deeparc_sew)
+                       deeparc_threshold=deeparc_threshold, deeparc_sew=deeparc_sew, ray=ray)
     if plot_path:
         write_atomically(plot_path, lambda tmp: result.save_plot(tmp, Path(model).name))
     if csv_path:

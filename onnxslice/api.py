@@ -9,7 +9,8 @@ commands are this API plus argument parsing and printing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -30,6 +31,7 @@ from onnxslice.slicing.budget import DEFAULT_ROUND_TO, slice_model
 from onnxslice.slicing.groups import SelectionGroups
 
 if TYPE_CHECKING:
+    from onnxslice.cluster import Cluster
     from onnxslice.compression.loop import CompressResult
     from onnxslice.maintain.finetune import FinetuneResult
     from onnxslice.pipeline import PruneResult
@@ -131,13 +133,37 @@ def _optional(data: DataSource | str | None) -> DataSource | None:
 
 def profile(model: Model | str | Path, data: DataSource | str, metrics: Sequence[str] = ("avg",),
             max_per_class: int | None = None, device: str = "auto", progress: bool = False,
-            batch_size: int = DEFAULT_BATCH_SIZE) -> Profile:
-    """Per-category contributions of every hidden neuron by each metric, and the CKA statistics (``profile``)."""
-    return _profile(_model(model), data, metrics, max_per_class, device, batch_size, progress)
+            batch_size: int = DEFAULT_BATCH_SIZE, ray: str | None = None, shards: int | None = None) -> Profile:
+    """Per-category contributions of every hidden neuron by each metric, and the CKA statistics (``profile``).
+    ``ray``: measure it in shards on Ray, a local one started for the call (``"local"``), the cluster this machine
+    belongs to (``"auto"``) or one at an address; the same profile as in this process. ``shards``: how many (default:
+    as many as the cluster runs at once). ``data`` must then be a data argument (or opened by :func:`load_data`):
+    each worker opens it itself."""
+    model = _model(model)
+    with _cluster(ray, device) as cluster:
+        return _profile(model, data, metrics, max_per_class, device, batch_size, progress, cluster, shards)
+
+
+@contextmanager
+def _cluster(ray: str | None, device: str) -> Iterator[Cluster | None]:
+    """A Ray cluster connected for the duration (see :func:`onnxslice.cluster.connected`), or None without ``ray``."""
+    if ray is None:
+        yield None
+        return
+    from onnxslice.cluster import connected
+
+    with connected(ray, device) as cluster:
+        yield cluster
 
 
 def _profile(model: Model, data: DataSource | str, metrics: Sequence[str], max_per_class: int | None,
-             device: str, batch_size: int, progress: bool = False) -> Profile:
+             device: str, batch_size: int, progress: bool = False, cluster: Cluster | None = None,
+             shards: int | None = None) -> Profile:
+    if cluster is not None:
+        from onnxslice.profiling.sharded import profile_on_ray
+
+        return profile_on_ray(cluster, model.proto, model.path, _data(data), metrics,
+                              max_per_class or DEFAULT_MAX_PER_CLASS, device, batch_size, progress, shards)
     from onnxslice.profiling.profiler import profile_model
 
     return profile_model(model.path, _data(data), metrics, max_per_class or DEFAULT_MAX_PER_CLASS, device,
@@ -427,13 +453,15 @@ def incremental(model: Model | str | Path, piece: Slice, new_data: DataSource | 
 
 def compress(model: Model | str | Path, data: DataSource | str, method: str = "lamp", piece: Slice | None = None,
              *, val_data: DataSource | str | None = None, eval_data: DataSource | str | None = None,
-             finetune_epochs: int = 0, finetune_lr: float | None = None, **settings) -> CompressResult:
+             finetune_epochs: int = 0, finetune_lr: float | None = None, ray: str | None = None,
+             **settings) -> CompressResult:
     """Restructure by the slice (when given), then prune weights by ``method`` at rising sparsity while the
     accuracy stays within ``max_drop`` (``compress``). The stopping point is chosen on ``val_data`` (default:
     ``data``, or with fine-tuning a held-out tenth of it); CR/NI/MA are reported on ``eval_data`` (default: the
     validation data). ``finetune_epochs``: fine-tuning on ``data`` after each pruning step (zeros stay zero; lr
     ``finetune_lr``, default the repair rate 1e-4). ``settings``: step, max_drop, device, max_iterations,
-    progress."""
+    progress. ``ray``: evaluate several sparsity steps at once on Ray (see :func:`profile`; not with fine-tuning,
+    whose steps depend on each other); the same result."""
     from onnxslice.compression.loop import compress as run
     from onnxslice.compression.methods import make_method
 
@@ -445,8 +473,10 @@ def compress(model: Model | str | Path, data: DataSource | str, method: str = "l
         options = FinetuneOptions(epochs=finetune_epochs, lr=finetune_lr or REPAIR_LR)
         if val is None:
             train, val = split_holdout(train, options.val_fraction, options.seed)
-    return run(_model(model).proto, train if val is None else val, make_method(method), piece.kept() if piece else None,
-               eval_data=_optional(eval_data), train_data=train, finetune_options=options, **settings)
+    with _cluster(ray, settings.get("device", "auto")) as cluster:
+        return run(_model(model).proto, train if val is None else val, make_method(method),
+                   piece.kept() if piece else None, eval_data=_optional(eval_data), train_data=train,
+                   finetune_options=options, cluster=cluster, **settings)
 
 
 @dataclass(frozen=True)
@@ -474,12 +504,13 @@ def sweep(model: Model | str | Path, profile: Profile | None, data: DataSource |
           ratios: Sequence[float] = (), *, metrics: Sequence[str] = (DEFAULT_METRIC,),
           eval_data: DataSource | str | None = None, max_per_class: int = DEFAULT_MAX_PER_CLASS,
           batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto", progress: bool = False,
-          **settings) -> Swept:
+          ray: str | None = None, **settings) -> Swept:
     """Accuracy on ``eval_data`` (default: ``data``) against compression for each strategy × metric × Θ / ratio /
     budget (``sweep``). Without a ``profile`` the model is profiled on ``data`` by ``metrics`` (only when a
     slicing strategy is asked for); DeepArc's layer similarities use ``max_per_class`` samples of ``data`` per
-    category; ``progress``: bars on stderr. ``settings``: targets, target_kind, round_to, deeparc_threshold,
-    deeparc_sew (sewing layers where a removed span's shapes differ; default True)."""
+    category; ``progress``: bars on stderr; ``ray``: profile and evaluate the points on Ray (see :func:`profile`),
+    the same points. ``settings``: targets, target_kind, round_to, deeparc_threshold, deeparc_sew (sewing layers
+    where a removed span's shapes differ; default True)."""
     from onnxslice.compression.sweep import sweep as run
     from onnxslice.measure.evaluate import accuracy
 
@@ -490,8 +521,9 @@ def sweep(model: Model | str | Path, profile: Profile | None, data: DataSource |
         if missing:
             raise InputError(f"the profile has no {', '.join(missing)} (it has {', '.join(profile.metrics)})")
         profile = replace(profile, metrics=list(metrics))
-    elif any(s != "deeparc" for s in strategies):
-        profile = _profile(model, data, metrics, max_per_class, device, batch_size, progress)
-    points = run(model.proto, profile, judged, strategies, thetas, ratios, data.cap_per_class(max_per_class),
-                 device=device, batch_size=batch_size, progress=progress, **settings)
+    with _cluster(ray, device) as cluster:
+        if profile is None and any(s != "deeparc" for s in strategies):
+            profile = _profile(model, data, metrics, max_per_class, device, batch_size, progress, cluster)
+        points = run(model.proto, profile, judged, strategies, thetas, ratios, data.cap_per_class(max_per_class),
+                     device=device, batch_size=batch_size, progress=progress, cluster=cluster, **settings)
     return Swept(points, accuracy(model.proto, judged, device, batch_size)["accuracy"])

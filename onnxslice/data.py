@@ -50,6 +50,19 @@ class ImageOptions:
             raise InputError(f"--std {' '.join(map(str, self.std))}: a standard deviation of 0 divides by zero")
 
 
+@dataclass(frozen=True)
+class DataOrigin:
+    """How a data set was opened (its data argument and options), so that another process (a Ray worker) opens the
+    same samples in the same order itself: only this crosses to it, never the samples."""
+
+    spec: str
+    image_options: ImageOptions
+    max_per_class: int | None = None
+
+    def open(self) -> DataSource:
+        return load_data(self.spec, self.image_options, self.max_per_class)
+
+
 @dataclass
 class DataSource:
     """A labelled data set: samples are produced on demand, labels are known up front."""
@@ -58,6 +71,8 @@ class DataSource:
     labels: np.ndarray
     _load: object = field(repr=False)  # callable(indices) -> float32 array (n, *sample_shape)
     sample_shape: tuple[int, ...] = ()
+    #: how to open it again elsewhere; None for data made in this process (arrays, subsets, reshaped views)
+    origin: DataOrigin | None = None
 
     @classmethod
     def from_arrays(cls, name: str, x: np.ndarray, y: np.ndarray) -> DataSource:
@@ -206,7 +221,11 @@ def load_data(spec: str, image_options: ImageOptions | None = None, max_per_clas
         raise InputError(f"{source}: data set is empty")
     if classes is not None:
         data = data.filter_classes(classes)
-    return data.cap_per_class(max_per_class)
+    data = data.cap_per_class(max_per_class)
+    # a worker may start in another folder: a relative path is made absolute (its class filter kept)
+    absolute = spec if source in BUILTINS else str(Path(source).absolute()) + spec[len(source):]
+    data.origin = DataOrigin(absolute, image_options or ImageOptions(), max_per_class)
+    return data
 
 
 def _open_source(source: str, image_options: ImageOptions) -> DataSource:

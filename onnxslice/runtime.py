@@ -20,6 +20,10 @@ from onnxslice.large import FLOAT_TYPES, through_file
 from onnxslice.precision import float_boundaries
 
 DEVICES = ("auto", "cpu", "cuda")
+#: CPUs this process's work may keep busy (None: every core): the threads of the sessions it creates when a call
+#: names none, and of the profiler's CKA pool. A Ray worker sets it to the CPUs its task holds, so that two tasks on
+#: two cores do not run four busy threads.
+task_cpus: int | None = None
 # graph optimisers log through the default logger, not the session's: e.g. a warning per Unsqueeze of a transformer's
 # attention that they cannot remove, dozens of lines on stderr per session; errors are still shown
 ort.set_default_logger_severity(3)
@@ -47,8 +51,8 @@ def make_session(model: onnx.ModelProto, device: str = "auto", threads: int | No
     model = float_boundaries(model)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
+    if threads or task_cpus:
+        options.intra_op_num_threads = threads or task_cpus
     try:
         return through_file(model, lambda source: ort.InferenceSession(source, options,
                                                                        providers=providers_for(device)))

@@ -125,7 +125,7 @@ def test_help_and_version_import_no_heavy_library():
     code = ("import sys\nfrom onnxslice_cli.main import cli\n"
             "for args in (['--help'], ['--version']):\n"
             "    try:\n        cli(args)\n    except SystemExit:\n        pass\n"
-            "print('loaded:', sorted(m for m in ('numpy', 'onnx', 'onnxruntime', 'torch') if m in sys.modules))")
+            "print('loaded:', sorted(m for m in ('numpy', 'onnx', 'onnxruntime', 'torch', 'ray') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("loaded: []")
 

@@ -82,6 +82,21 @@ def test_npz_roundtrip_and_batches(tmp_path):
     np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), y)
 
 
+def test_origin_opens_the_same_samples_from_another_folder(tmp_path, monkeypatch):
+    """Oracle: the arrays saved. A Ray worker reopens data from its origin, maybe in another working folder: a
+    relative path is recorded absolute, with its class filter and cap; data made in memory has no origin."""
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)
+    np.savez(tmp_path / "d.npz", x=x, y=np.array([0, 1, 2, 0, 1, 2]))
+    monkeypatch.chdir(tmp_path)
+    data = load_data("d.npz:0-1", max_per_class=1)
+    assert data.origin.spec == f"{tmp_path / 'd.npz'}:0-1"
+    monkeypatch.chdir(tmp_path.parent)
+    again = data.origin.open()
+    np.testing.assert_array_equal(again.samples(np.arange(len(again))), x[[0, 1]])
+    np.testing.assert_array_equal(again.labels, [0, 1])
+    assert load_data("digits:val").origin.spec == "digits:val" and data.subset(np.arange(1)).origin is None
+
+
 def test_image_folder_labels_sorted_class_names_and_resize(tmp_path):
     for name, value in (("b_dog", 200), ("a_cat", 50)):
         (tmp_path / name).mkdir()

@@ -36,6 +36,7 @@ from onnxslice.surgery.restructure import restructure
 from onnxslice.surgery.verify import verify
 
 if TYPE_CHECKING:
+    from onnxslice.cluster import Cluster
     from onnxslice.maintain.finetune import FinetuneOptions
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 DEFAULT_STEP = 0.05
 DEFAULT_MAX_DROP = 0.01
 DEFAULT_MAX_ITERATIONS = 100
+#: Samples per evaluation batch.
+ACCURACY_BATCH = 256
 #: Bytes of one stored value and of one stored index in the sparse-format estimate (float32, int32).
 VALUE_BYTES = INDEX_BYTES = 4
 
@@ -139,12 +142,13 @@ def compress(
     eval_data: DataSource | None = None,
     train_data: DataSource | None = None,
     finetune_options: FinetuneOptions | None = None,
+    cluster: Cluster | None = None,
 ) -> CompressResult:
     """Restructure ``model`` with ``kept`` (when given), then prune it by ``method`` at rising sparsity until the
     accuracy on ``data`` (the validation data) would fall more than ``max_drop`` below the original's; report on
     ``eval_data`` (default: ``data``). With ``finetune_options`` of one epoch or more, fine-tune on ``train_data``
     after each pruning step. ``progress``: a bar on stderr (one step per sparsity iteration) when stderr is a
-    terminal."""
+    terminal. ``cluster``: the models are evaluated there, several iterations at once (the same result)."""
     if not 0.0 < step < 1.0:
         raise InputError(f"--step must be in (0, 1), got {step}")
     if not 0.0 <= max_drop <= 1.0:
@@ -152,48 +156,66 @@ def compress(
     epochs = finetune_options.epochs if finetune_options is not None else 0
     if epochs and train_data is None:
         raise InputError("fine-tuning between pruning steps needs training data")
+    if epochs and cluster is not None:
+        raise InputError("--ray with --finetune-epochs: each pruning step fine-tunes the model kept before it, a "
+                         "chain that no cluster can run in parallel; run it without --ray")
     tuning = replace(finetune_options, keep_zeros=True) if epochs else None
-    baseline = accuracy(model, data, device)["accuracy"]
-    floor = baseline - max_drop
     start, report = model, None
     if kept is not None:
         start, restructured = restructure(model, kept)
         verify(model, start, kept)
         report = restructured.to_json()
-    start_accuracy = baseline if kept is None else accuracy(start, data, device)["accuracy"]
+    if kept is None:
+        baseline = start_accuracy = _accuracies([model], data, device, cluster)[0]
+    else:
+        baseline, start_accuracy = _accuracies([model, start], data, device, cluster)
+    floor = baseline - max_drop
     best, best_accuracy, kept_iterations = start, start_accuracy, 0
     history: list[dict] = []
     stopped = f"reached {max_iterations} iterations"
     if start_accuracy < floor:
         stopped = f"the restructured model is already {baseline - start_accuracy:.4f} below the original"
     else:
+        # each candidate is pruned from the one before, which the loop keeps as long as it goes on: on a cluster,
+        # as many candidates as it runs at once are made ahead and evaluated together (the first below the floor
+        # ends the loop, as it does one at a time)
+        window = cluster.slots if cluster is not None else 1
         with progress_bar(max_iterations, "compress", "iteration", progress) as bar:
-            for iteration in range(1, max_iterations + 1):
-                target = sparsity_at(iteration, step)
-                try:
-                    candidate = prune(best, prunable_weights(best), method, target)
-                except SparsityUnreachable as exc:
-                    stopped = str(exc)
-                    break
-                if tuning is not None:
-                    from onnxslice.maintain.finetune import finetune  # torch: imported only when fine-tuning
+            iteration, going = 0, True
+            while going and iteration < max_iterations:
+                candidates, unreachable, previous = [], None, best
+                for number in range(iteration + 1, min(iteration + window, max_iterations) + 1):
+                    target = sparsity_at(number, step)
+                    try:
+                        previous = prune(previous, prunable_weights(previous), method, target)
+                    except SparsityUnreachable as exc:
+                        unreachable = str(exc)
+                        break
+                    if tuning is not None:
+                        from onnxslice.maintain.finetune import finetune  # torch: imported only when fine-tuning
 
-                    candidate = finetune(candidate, train_data, tuning, val=data).model
-                score = accuracy(candidate, data, device)["accuracy"]
-                history.append({"iteration": iteration, "sparsity": target, "accuracy": score})
-                log.info("iteration %d: sparsity %.4f accuracy %.4f", iteration, target, score)
-                bar.update(1)
-                bar.set_postfix(sparsity=f"{target:.3f}", accuracy=f"{score:.4f}")
-                if score < floor:
-                    stopped = f"iteration {iteration} (sparsity {target:.4f}) drops accuracy to {score:.4f}"
-                    break
-                best, best_accuracy, kept_iterations = candidate, score, iteration
+                        previous = finetune(previous, train_data, tuning, val=data).model
+                    candidates.append((number, target, previous))
+                scores = _accuracies([candidate for *_, candidate in candidates], data, device, cluster)
+                for (number, target, candidate), score in zip(candidates, scores, strict=True):
+                    history.append({"iteration": number, "sparsity": target, "accuracy": score})
+                    log.info("iteration %d: sparsity %.4f accuracy %.4f", number, target, score)
+                    bar.update(1)
+                    bar.set_postfix(sparsity=f"{target:.3f}", accuracy=f"{score:.4f}")
+                    if score < floor:
+                        stopped = f"iteration {number} (sparsity {target:.4f}) drops accuracy to {score:.4f}"
+                        going = False
+                        break
+                    best, best_accuracy, kept_iterations = candidate, score, number
+                if going and unreachable is not None:
+                    stopped, going = unreachable, False
+                iteration += len(candidates)
     if eval_data is None:
         original, started, final_accuracy = baseline, start_accuracy, best_accuracy
     else:
-        original = accuracy(model, eval_data, device)["accuracy"]
-        started = original if kept is None else accuracy(start, eval_data, device)["accuracy"]
-        final_accuracy = accuracy(best, eval_data, device)["accuracy"]
+        scores = _accuracies([model, best] if kept is None else [model, best, start], eval_data, device, cluster)
+        original, final_accuracy = scores[:2]
+        started = original if kept is None else scores[2]
     params = count_params(model)
     remaining = nonzero_params(best)
     final = prunable_weights(best)
@@ -207,3 +229,11 @@ def compress(
         params_nonzero=remaining, sparsity=zeros / max(sum(w.values.size for w in final), 1), history=history,
         finetune_epochs=epochs, max_drop=max_drop, stopped=stopped, restructure=report,
     )
+
+
+def _accuracies(models: Sequence[onnx.ModelProto], data: DataSource, device: str,
+                cluster: Cluster | None) -> list[float]:
+    """The accuracy of each model on ``data``: one after another here, or in parallel on ``cluster``."""
+    if cluster is None:
+        return [accuracy(model, data, device, ACCURACY_BATCH)["accuracy"] for model in models]
+    return cluster.accuracies(models, data, device, ACCURACY_BATCH)

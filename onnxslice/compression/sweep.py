@@ -14,6 +14,7 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
@@ -34,6 +35,9 @@ from onnxslice.slicing.groups import SelectionGroups
 from onnxslice.slicing.strategies import STRATEGIES, make_strategy, select
 from onnxslice.slicing.summary import neuron_fraction
 from onnxslice.surgery.mask import mask_model
+
+if TYPE_CHECKING:
+    from onnxslice.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +87,15 @@ def sweep(model: onnx.ModelProto, profile: Profile | None, data: DataSource, str
           thetas: Sequence[float], ratios: Sequence[float], deeparc_data: DataSource | None = None,
           deeparc_threshold: float = 0.99, device: str = "auto", round_to: int = DEFAULT_ROUND_TO,
           targets: Sequence[float] = (), target_kind: str = "macs", batch_size: int = 256,
-          progress: bool = False, deeparc_sew: bool = True) -> list[dict]:
+          progress: bool = False, deeparc_sew: bool = True, cluster: Cluster | None = None) -> list[dict]:
     """One point per strategy × metric × Θ / ratio / size budget (``targets``, fractions of the original's
     ``target_kind``, "params" or "macs"): ``compression`` (parameters restructure removes), ``params_fraction``,
     ``macs_fraction`` and ``accuracy`` of the masked model on ``data``; DeepArc's point (metric None) is
     measured on the model with its redundant layers removed (``deeparc_sew``: with sewing layers where shapes
     differ; its ``sewing`` and ``params_removed`` say what they cost). ``profile`` may be None when DeepArc is the only
     strategy. Targets that no slice reaches are logged and skipped. ``batch_size``: samples per evaluation batch;
-    ``progress``: a bar on stderr (one step per point) when stderr is a terminal."""
+    ``progress``: a bar on stderr (one step per point) when stderr is a terminal; ``cluster``: the points are
+    evaluated there, in parallel (the same accuracies)."""
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
     slicing = [s for s in strategies if s in STRATEGIES]
@@ -100,7 +105,7 @@ def sweep(model: onnx.ModelProto, profile: Profile | None, data: DataSource, str
              * (len(profile.metrics) if profile is not None else 0) + (DEEPARC in strategies))
     with progress_bar(total, "sweep", "point", progress) as bar:
         return _sweep(model, profile, data, strategies, thetas, ratios, deeparc_data, deeparc_threshold, device,
-                      round_to, targets, target_kind, batch_size, bar, deeparc_sew)
+                      round_to, targets, target_kind, batch_size, bar, deeparc_sew, cluster)
 
 
 def swept_values(strategy: str, thetas: Sequence[float], ratios: Sequence[float]) -> Sequence[float]:
@@ -111,34 +116,44 @@ def swept_values(strategy: str, thetas: Sequence[float], ratios: Sequence[float]
 def _sweep(model: onnx.ModelProto, profile: Profile | None, data: DataSource, strategies: Sequence[str],
            thetas: Sequence[float], ratios: Sequence[float], deeparc_data: DataSource | None,
            deeparc_threshold: float, device: str, round_to: int, targets: Sequence[float], target_kind: str,
-           batch_size: int, bar: tqdm, deeparc_sew: bool) -> list[dict]:
+           batch_size: int, bar: tqdm, deeparc_sew: bool, cluster: Cluster | None) -> list[dict]:
     points = []
     groups = SelectionGroups.of_model(model) if any(s in STRATEGIES for s in strategies) else None
+    swept = []  # (strategy, metric, target, slice) of every point, evaluated below
     for strategy in (s for s in strategies if s in STRATEGIES):
         assert profile is not None  # checked by sweep()
         key = STRATEGIES[strategy].parameter
         for metric in profile.metrics:
-            pieces = [(None, select(profile, metric, make_strategy(strategy, **{key: value}), groups, round_to))
+            swept += [(strategy, metric, None, select(profile, metric, make_strategy(strategy, **{key: value}),
+                                                      groups, round_to))
                       for value in swept_values(strategy, thetas, ratios)]
             for target in targets:
                 try:
-                    pieces.append((target, slice_to_budget(model, profile, metric, strategy, round_to=round_to,
-                                                           groups=groups, **{f"target_{target_kind}": target})))
+                    swept.append((strategy, metric, target,
+                                  slice_to_budget(model, profile, metric, strategy, round_to=round_to, groups=groups,
+                                                  **{f"target_{target_kind}": target})))
                 except InputError as exc:
                     log.warning("%s %s: %s", strategy, metric, exc)
                     bar.update(1)  # a budget no slice reaches: its step is done
-            for target, piece in pieces:
-                sizes = piece.restructured
-                score = accuracy(mask_model(model, piece.kept()), data, device, batch_size)["accuracy"]
-                value = getattr(piece, key)
-                points.append({"strategy": strategy, "metric": metric, key: value, "target": target,
-                               "compression": 1.0 - sizes["params_fraction"], "params_fraction":
-                               sizes["params_fraction"], "macs_fraction": sizes["macs_fraction"],
-                               "accuracy": score, "neuron_fraction": neuron_fraction(piece)})
-                log.info("%s %s %s=%s: compression %.4f accuracy %.4f", strategy, metric, key, value,
-                         1.0 - sizes["params_fraction"], score)
-                bar.update(1)
-                bar.set_postfix(strategy=strategy, accuracy=f"{score:.4f}")
+    if cluster is not None and swept:  # every point a task; the model is sent once, each task masks it
+        scores = cluster.accuracies([cluster.put(model.SerializeToString())] * len(swept), data, device, batch_size,
+                                    [piece.kept() for *_, piece in swept], bar)
+    else:
+        scores = (accuracy(mask_model(model, piece.kept()), data, device, batch_size)["accuracy"]
+                  for *_, piece in swept)
+    for (strategy, metric, target, piece), score in zip(swept, scores, strict=True):
+        key = STRATEGIES[strategy].parameter
+        sizes = piece.restructured
+        value = getattr(piece, key)
+        points.append({"strategy": strategy, "metric": metric, key: value, "target": target,
+                       "compression": 1.0 - sizes["params_fraction"], "params_fraction": sizes["params_fraction"],
+                       "macs_fraction": sizes["macs_fraction"], "accuracy": score,
+                       "neuron_fraction": neuron_fraction(piece)})
+        log.info("%s %s %s=%s: compression %.4f accuracy %.4f", strategy, metric, key, value,
+                 1.0 - sizes["params_fraction"], score)
+        if cluster is None:
+            bar.update(1)
+            bar.set_postfix(strategy=strategy, accuracy=f"{score:.4f}")
     if DEEPARC in strategies:
         result = deeparc(model, deeparc_data or data, deeparc_threshold, device, sew=deeparc_sew)
         points.append({"strategy": DEEPARC, "metric": None, "threshold": deeparc_threshold,

@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from hashlib import sha256
 from pathlib import Path
@@ -27,6 +28,7 @@ import onnx
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from onnxslice import runtime
 from onnxslice.data import DataSource
 from onnxslice.errors import InputError
 from onnxslice.files import sha256_of
@@ -107,7 +109,7 @@ def with_spatial_means(model: onnx.ModelProto, layers: Sequence[NeuronLayer]) ->
 
 class CategoryMeans:
     """Running float64 sums, per category, of per-sample values (n, C) named by (layer, value): memory
-    independent of N."""
+    independent of N. Sums of disjoint parts of the data add up (:meth:`merge`), so parts can be measured apart."""
 
     def __init__(self, categories: int) -> None:
         self.counts = np.zeros(categories, np.int64)
@@ -120,6 +122,12 @@ class CategoryMeans:
         self.counts += np.bincount(rows, minlength=len(self.counts))
         for key, value in values.items():
             self.sums[key] = self.sums.get(key, 0.0) + one_hot @ value
+
+    def merge(self, other: CategoryMeans) -> None:
+        """Add the sums and counts of ``other``, measured on samples disjoint from this one's."""
+        self.counts += other.counts
+        for key, total in other.sums.items():
+            self.sums[key] = self.sums.get(key, 0.0) + total
 
     def means(self, layer: str) -> dict[str, np.ndarray]:
         """Per value of ``layer``: (categories + 1, C) averages, a row per category and the last over all samples."""
@@ -137,62 +145,98 @@ def cka_samples(labels: np.ndarray, categories: Sequence[int], cap: int) -> tupl
     return first, np.flatnonzero(others)
 
 
-def profile_model(
-    model_path: str | Path | None,
-    data: DataSource,
-    metrics: Iterable[str] = DEFAULT_METRICS,
-    max_per_class: int = DEFAULT_MAX_PER_CLASS,
-    device: str = "auto",
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool = True,
-    loaded: onnx.ModelProto | None = None,
-) -> Profile:
-    """Contributions (per metric) and CKA statistics (both forms, of whole maps and of spatial means) of every
-    hidden neuron layer,
-    per category of ``data`` and over all of it. ``loaded``: the canonical model of ``model_path`` when the
-    caller has already loaded it (it is not loaded twice), or a model made in memory (``model_path`` None: the
-    profile records the hash of the file it would be saved as)."""
-    chosen = metrics_by_name(metrics)
-    if max_per_class < 1:
-        raise InputError(f"--max-per-class must be at least 1, got {max_per_class}")
-    if batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
-    model = loaded if loaded is not None else load_model(model_path)
-    model_sha256 = sha256_of(model_path) if model_path is not None else sha256(model.SerializeToString()).hexdigest()
-    model_path = model_path or "the model"
+@dataclass
+class ProfileSetup:
+    """What every part of a profile reads, decided once: the model with its layers' activations as outputs (and
+    the session running it, which a part may replace), the data shaped for it, the profiled layers (their batch
+    axes found) and the layers kept whole, with the reason."""
+
+    model: onnx.ModelProto
+    runner: Runner | None
+    data: DataSource
+    layers: list[NeuronLayer]
+    excluded: dict[str, str]
+
+    @property
+    def categories(self) -> list[int]:
+        return self.data.classes
+
+
+def prepare_profile(model: onnx.ModelProto, data: DataSource, metrics: Sequence[Metric], device: str,
+                    model_path: str | Path = "the model", layers: Sequence[NeuronLayer] | None = None,
+                    excluded: dict[str, str] | None = None) -> ProfileSetup:
+    """Check that ``model`` can be profiled on ``data`` and find where each hidden layer's samples lie (by
+    running the model on one sample). ``layers`` and ``excluded``: what an earlier setup of the same model and
+    data found (a Ray worker is given the driver's), so that nothing is looked for again."""
     scores_output(model)  # a model without class scores fails here, before any layer is looked at
-    layers = find_neuron_layers(model).hidden
-    if not layers:
+    hidden = find_neuron_layers(model).hidden
+    if not hidden:
         raise InputError(f"{model_path}: no hidden neuron layers (Conv, or Gemm / MatMul with a constant weight) "
                          "to profile")
-    runner = Runner.create(with_observed_outputs(model, layers), device)
+    runner = Runner.create(with_observed_outputs(model, hidden), device)
     data = runner.prepare(data)
-    if len(data):  # where each layer's samples lie, found once (an empty data set fails below, with its reason)
-        found = find_batch_axes(layers, lambda x, names: runner.run(x, outputs=names), data.samples(np.arange(1)),
+    if layers is not None:
+        return ProfileSetup(model, runner, data, list(layers), dict(excluded or {}))
+    excluded = {}
+    if len(data):  # where each layer's samples lie, found once (an empty data set fails later, with its reason)
+        found = find_batch_axes(hidden, lambda x, names: runner.run(x, outputs=names), data.samples(np.arange(1)),
                                 static_batch(runner.session))
-        layers, excluded = found.layers, found.excluded
-        strict = [m.name for m in chosen if m.needs_batch_first]
-        for layer in layers if strict else []:
+        hidden, excluded = found.layers, found.excluded
+        strict = [m.name for m in metrics if m.needs_batch_first]
+        for layer in hidden if strict else []:
             if layer.batch_axis != 0:
                 excluded[layer.name] = (f"its samples lie on axis {layer.batch_axis} and {', '.join(strict)} reads "
                                         "them on axis 0 only; profile without it to measure this layer")
-        layers = [layer for layer in layers if layer.name not in excluded]
-        if not layers:
+        hidden = [layer for layer in hidden if layer.name not in excluded]
+        if not hidden:
             raise InputError(f"{model_path}: no hidden neuron layer can be profiled: "
                              + "; ".join(f"{name}: {reason}" for name, reason in excluded.items()))
-    else:
-        excluded = {}
+    return ProfileSetup(model, runner, data, hidden, excluded)
+
+
+def reads_means_only(rest: int, batch_size: int, metrics: Sequence[Metric]) -> bool:
+    """Whether the ``rest`` samples after the CKA ones go through a session that outputs only spatial means: when
+    no metric reads positions and they make enough batches to pay for creating it. Decided for the whole data
+    set, so that a part of it measures its samples exactly as the whole would."""
+    return math.ceil(rest / batch_size) >= MEANS_SESSION_BATCHES and not any(m.reads_positions for m in metrics)
+
+
+def rest_block(setup: ProfileSetup, batch_size: int, metrics: Sequence[Metric], means_only: bool) -> int:
+    """Samples per block of the samples after the CKA ones: a batch, or many batches of spatial means (not with
+    gradients: the PyTorch pass takes a batch at a time)."""
+    if not means_only or any(m.needs_gradients for m in metrics):
+        return batch_size
+    return batch_size * max(1, MEANS_BLOCK_BYTES // (batch_size * 8 * sum(layer.size for layer in setup.layers)))
+
+
+@dataclass
+class PartialProfile:
+    """The statistics of part of the data: per-category sums and counts of the metrics' values, and the CKA
+    statistics of the categories whose CKA samples the part read (by position in the categories)."""
+
+    averages: CategoryMeans
+    #: category position -> layer -> CKA statistics (of whole maps; of spatial means for layers with positions)
+    similarity: dict[int, dict[str, SimilarityStatistics]]
+    mean_similarity: dict[int, dict[str, SimilarityStatistics]]
+
+
+def measure_part(setup: ProfileSetup, metrics: Sequence[Metric], max_per_class: int, cka_categories: Sequence[int],
+                 rest: np.ndarray, means_only: bool, batch_size: int, device: str, bar: tqdm) -> PartialProfile:
+    """Measure part of the data: the CKA samples of the categories at positions ``cka_categories`` (the first
+    ``max_per_class`` of each, whole activations, one category at a time) and the samples at positions ``rest``
+    (in blocks of :func:`rest_block`; ``means_only``: through a session that outputs only spatial means, which
+    replaces ``setup.runner``). Each sample runs in the batches the whole profile runs it in, when ``rest`` starts
+    at a block of the whole."""
+    layers, data = setup.layers, setup.data
     gradients = None
-    if any(m.needs_gradients for m in chosen):
+    if any(m.needs_gradients for m in metrics):
         from onnxslice.profiling.gradients import GradientPass  # PyTorch: imported only when a metric needs it
 
-        gradients = GradientPass(model, layers, device)
-    categories = data.classes
-    category_values = np.asarray(categories)
-    averages = CategoryMeans(len(categories))
-    similarity: dict[str, list[SimilarityStatistics]] = {layer.name: [] for layer in layers}
-    mean_similarity: dict[str, list[SimilarityStatistics]] = {}
-    first, rest = cka_samples(data.labels, categories, max_per_class)
+        gradients = GradientPass(setup.model, layers, device)
+    category_values = np.asarray(setup.categories)
+    averages = CategoryMeans(len(category_values))
+    similarity: dict[int, dict[str, SimilarityStatistics]] = {}
+    mean_similarity: dict[int, dict[str, SimilarityStatistics]] = {}
 
     def measure(read: Callable[[np.ndarray], list[np.ndarray]], positions: np.ndarray,
                 block: int) -> Iterator[list[np.ndarray]]:
@@ -220,47 +264,105 @@ def profile_model(
                            for layer, out in zip(layers, outputs, strict=True)]
             torch_batch = gradients.batch(x, labels) if gradients else None  # x: the block's one batch
             averages.add(np.searchsorted(category_values, labels),
-                         _sample_values(chosen, [LayerBatch(layer, activation, torch_batch)
-                                                 for layer, activation in zip(layers, activations, strict=True)]))
+                         _sample_values(metrics, [LayerBatch(layer, activation, torch_batch)
+                                                  for layer, activation in zip(layers, activations, strict=True)]))
             yield activations
 
-    show = progress and sys.stderr.isatty()
+    first, _ = cka_samples(data.labels, setup.categories, max_per_class)
     # BLAS threads would fight onnxruntime's and PyTorch's own over the small per-batch products; H runs a layer
     # per core instead: its many small products keep one core busier than BLAS threads sharing each product
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(_usable_cores()) as pool, \
-            tqdm(total=len(data), desc="profile", unit="sample", file=sys.stderr, disable=not show) as bar:
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(_usable_cores()) as pool:
         names = [layer.output for layer in layers]  # the graph outputs read
-        for positions in first:  # one category's CKA samples: their H from the whole activations, then forgotten
+        for category in cka_categories:  # one category's CKA samples: their H from the whole activations, forgotten
+            positions = first[category]
             kept = [np.concatenate(parts) if len(parts) > 1 else parts[0]  # new arrays from every run
-                    for parts in zip(*measure(partial(runner.run, outputs=names), positions, len(positions)),
+                    for parts in zip(*measure(partial(setup.runner.run, outputs=names), positions, len(positions)),
                                      strict=True)]
-            for layer, statistics in zip(layers, pool.map(similarity_statistics, kept), strict=True):
-                similarity[layer.name].append(statistics)
+            similarity[category] = dict(zip([layer.name for layer in layers], pool.map(similarity_statistics, kept),
+                                             strict=True))
             spread = [(layer, acts) for layer, acts in zip(layers, kept, strict=True) if acts.shape[2] > 1]
             means = pool.map(similarity_statistics, [acts.mean(axis=2, keepdims=True) for _, acts in spread])
-            for (layer, _), statistics in zip(spread, means, strict=True):
-                mean_similarity.setdefault(layer.name, []).append(statistics)
+            mean_similarity[category] = {layer.name: statistics
+                                         for (layer, _), statistics in zip(spread, means, strict=True)}
             del kept, spread
-        block = batch_size
-        if math.ceil(len(rest) / batch_size) >= MEANS_SESSION_BATCHES and not any(m.reads_positions for m in chosen):
-            del runner  # one session at a time: each holds the weights
-            means_model, names = with_spatial_means(model, layers)
-            runner = Runner.create(means_model, device)
-            block *= max(1, MEANS_BLOCK_BYTES // (batch_size * 8 * sum(layer.size for layer in layers)))
-        for _ in measure(ReusedOutputs(runner, names), rest, block):  # a block's values are added before the next
-            pass
+        if len(rest) and means_only:
+            setup.runner = None  # one session at a time: each holds the weights
+            means_model, names = with_spatial_means(setup.model, layers)
+            setup.runner = Runner.create(means_model, device)
+        if len(rest):
+            block = rest_block(setup, batch_size, metrics, means_only)
+            for _ in measure(ReusedOutputs(setup.runner, names), rest, block):  # a block is added before the next
+                pass
+    return PartialProfile(averages, similarity, mean_similarity)
+
+
+def profile_model(
+    model_path: str | Path | None,
+    data: DataSource,
+    metrics: Iterable[str] = DEFAULT_METRICS,
+    max_per_class: int = DEFAULT_MAX_PER_CLASS,
+    device: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+    loaded: onnx.ModelProto | None = None,
+) -> Profile:
+    """Contributions (per metric) and CKA statistics (both forms, of whole maps and of spatial means) of every
+    hidden neuron layer, per category of ``data`` and over all of it, in this process. ``loaded``: the canonical
+    model of ``model_path`` when the caller has already loaded it (it is not loaded twice), or a model made in
+    memory (``model_path`` None: the profile records the hash of the file it would be saved as)."""
+    chosen = metrics_by_name(metrics)
+    check_settings(max_per_class, batch_size)
+    model = loaded if loaded is not None else load_model(model_path)
+    model_sha256 = model_hash(model_path, model)
+    setup = prepare_profile(model, data, chosen, device, model_path or "the model")
+    first, rest = cka_samples(setup.data.labels, setup.categories, max_per_class)
+    show = progress and sys.stderr.isatty()
+    with tqdm(total=len(setup.data), desc="profile", unit="sample", file=sys.stderr, disable=not show) as bar:
+        part = measure_part(setup, chosen, max_per_class, range(len(first)), rest,
+                            reads_means_only(len(rest), batch_size, chosen), batch_size, device, bar)
+    return assemble_profile(setup, chosen, [part], model_sha256, max_per_class, model_path or "the model")
+
+
+def check_settings(max_per_class: int, batch_size: int) -> None:
+    if max_per_class < 1:
+        raise InputError(f"--max-per-class must be at least 1, got {max_per_class}")
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+
+
+def model_hash(model_path: str | Path | None, model: onnx.ModelProto) -> str:
+    """The sha256 of the model's file, or of the file a model made in memory would be saved as."""
+    return sha256_of(model_path) if model_path is not None else sha256(model.SerializeToString()).hexdigest()
+
+
+def assemble_profile(setup: ProfileSetup, metrics: Sequence[Metric], parts: Sequence[PartialProfile],
+                     model_sha256: str, max_per_class: int, model_path: str | Path) -> Profile:
+    """The profile from the statistics of parts that together measured every sample once and read the CKA
+    samples of every category once."""
+    categories, layers = setup.categories, setup.layers
+    averages = CategoryMeans(len(categories))
+    similarity: dict[int, dict[str, SimilarityStatistics]] = {}
+    mean_similarity: dict[int, dict[str, SimilarityStatistics]] = {}
+    for part in parts:
+        averages.merge(part.averages)
+        similarity.update(part.similarity)
+        mean_similarity.update(part.mean_similarity)
     contributions = {metric.name: {layer.name: metric.combine(averages.means(layer.name)) for layer in layers}
-                     for metric in chosen}
+                     for metric in metrics}
     profile = Profile(
-        model_sha256=model_sha256, data=data.name, metrics=[m.name for m in chosen], categories=categories,
+        model_sha256=model_sha256, data=setup.data.name, metrics=[m.name for m in metrics], categories=categories,
         layer_sizes={layer.name: layer.size for layer in layers},
         samples={c: int(n) for c, n in zip(categories, averages.counts, strict=True)},
-        contributions=contributions, similarity=similarity, max_per_class=max_per_class,
-        mean_similarity=mean_similarity, excluded=excluded,
+        contributions=contributions,
+        similarity={layer.name: [similarity[k][layer.name] for k in range(len(categories))] for layer in layers},
+        max_per_class=max_per_class,
+        mean_similarity={layer.name: [mean_similarity[k][layer.name] for k in range(len(categories))]
+                         for layer in layers if categories and layer.name in mean_similarity[0]},
+        excluded=setup.excluded,
     )
     problem = profile.problem()
     if problem:  # e.g. activations that overflow: a slice from them would be silently wrong
-        raise InputError(f"{model_path} on {data.name}: the profile's {problem}")
+        raise InputError(f"{model_path} on {setup.data.name}: the profile's {problem}")
     return profile
 
 
@@ -270,7 +372,10 @@ def _resized(shape: tuple[int, ...], axis: int, size: int) -> tuple[int, ...]:
 
 
 def _usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the system has one, as on Linux)."""
+    """The cores this process may keep busy: those its Ray task holds, else those it may run on (its CPU affinity
+    where the system has one, as on Linux)."""
+    if runtime.task_cpus:
+        return runtime.task_cpus
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
