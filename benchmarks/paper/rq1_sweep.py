@@ -2,10 +2,12 @@
 
 For each architecture (MLP, CNN, resnet18 on digits 32 x 32) and seed, the model of ``common.trained_model``
 is profiled once on digits:train with every metric; semantic slicing runs at Θ = 0.90..0.99, global and
-category-wise slicing at ratios 0.1..1.0; each slice is masked and evaluated on digits:test (compression =
-fraction of parameters the mask removes). DeepArc removes the redundant layers of the modules found at CKA
-thresholds 0.99 (the paper's), 0.95 and 0.90. Tables give mean ± std over the seeds; every point is in
-``rq1_<architecture>.csv`` (with its seed), ``sweep.png`` plots seed 0 (the metrics of ``--plot-metrics``).
+category-wise slicing at ratios 0.1..1.0, and any strategy the library adds (such as ``shared``, beyond the
+paper) at the Θs or the ratios by the parameter it takes, with columns and verdict rows of its own. Each slice
+is masked and evaluated on digits:test (compression = fraction of parameters the mask removes). DeepArc removes
+the redundant layers of the modules found at CKA thresholds 0.99 (the paper's), 0.95 and 0.90. Tables give
+mean ± std over the seeds; every point is in ``rq1_<architecture>.csv`` (with its seed), ``sweep.png`` plots
+seed 0 (the metrics of ``--plot-metrics``).
 
     python benchmarks/paper/rq1_sweep.py [--architectures MLP CNN resnet18] [--seeds 0 1 2 3 4]
 """
@@ -37,13 +39,16 @@ from matplotlib.figure import Figure
 import onnxslice as osl
 from onnxslice.compression.sweep import all_strategies, parse_values, plot_sweep, points_csv
 from onnxslice.slicing.artifact import LayerSlice, Slice
+from onnxslice.slicing.strategies import STRATEGIES
 from onnxslice.slicing.summary import parameter_fraction
 
 THETAS = parse_values("0.90:0.99:0.01", "--thetas")
 RATIOS = parse_values("0.1:1.0:0.1", "--ratios")
 DEEPARC_THRESHOLDS = (0.99, 0.95, 0.90)
 ALLOWED_DROP = 0.01
-SLICINGS = ("semantic", "global", "category")
+#: every slicing strategy of the library: the paper's semantic, global and category-wise, and any added since
+SLICINGS = tuple(STRATEGIES)
+BASELINES = ("global", "category")  #: the paper's
 #: the paper's "~4% accuracy drop at 70% compression" (MLP-MNIST), read as at most this drop
 DROP_AT_70 = 0.05
 
@@ -97,21 +102,20 @@ def measure(arch: str, seed: int, metrics: list[str], max_per_class: int) -> dic
 
 def per_metric(run: dict, metric: str) -> dict:
     """One seed's figures for one metric: the semantic range, the most removed within the allowed drop by each
-    slicing, accuracies at semantic Θ = 0.90's compression, and semantic's mean lead over the others."""
+    slicing, accuracies at semantic Θ = 0.90's compression, and semantic's mean lead over each other slicing."""
     line = {s: [p for p in run["points"] if p["strategy"] == s and p["metric"] == metric] for s in SLICINGS}
     widest = max(line["semantic"], key=lambda p: p["compression"])
     floor = run["original"] - ALLOWED_DROP
     leads = {}
-    for other in ("global", "category"):
+    for other in SLICINGS[1:]:
         gaps = [p["accuracy"] - a for p in line["semantic"]
                 if (a := interpolate(line[other], p["compression"])) is not None]
         leads[other] = float(np.mean(gaps)) if gaps else None
     at_70 = interpolate(line["semantic"], 0.70)
     return {"low": min(p["compression"] for p in line["semantic"]), "high": widest["compression"],
             **{f"most_{s}": largest_within(line[s], floor) for s in SLICINGS},
-            "acc_semantic": widest["accuracy"], "acc_global": interpolate(line["global"], widest["compression"]),
-            "acc_category": interpolate(line["category"], widest["compression"]),
-            "lead_global": leads["global"], "lead_category": leads["category"],
+            **{f"acc_{s}": interpolate(line[s], widest["compression"]) for s in SLICINGS},
+            **{f"lead_{s}": lead for s, lead in leads.items()},
             "drop_70": None if at_70 is None else run["original"] - at_70}
 
 
@@ -155,13 +159,12 @@ def main() -> None:
             sections.append(f"Neurons never active on digits:{TRAIN} (avg contribution 0): a mask of them alone "
                             f"removes {mean_std([r['dead'] for r in runs])} of the parameters.\n")
         sections.append(table(
-            ["metric", "semantic range removed (Θ 0.99 → 0.90)", f"semantic: most removed, ≤{ALLOWED_DROP:.0%} drop",
-             f"global: most removed, ≤{ALLOWED_DROP:.0%} drop", f"category: most removed, ≤{ALLOWED_DROP:.0%} drop",
-             "semantic acc. at Θ=0.90", "global acc. there", "category acc. there",
-             "semantic − global, mean over Θ", "semantic − category, mean over Θ"],
+            ["metric", "semantic range removed (Θ 0.99 → 0.90)",
+             *(f"{s}: most removed, ≤{ALLOWED_DROP:.0%} drop" for s in SLICINGS), "semantic acc. at Θ=0.90",
+             *(f"{s} acc. there" for s in SLICINGS[1:]), *(f"semantic − {s}, mean over Θ" for s in SLICINGS[1:])],
             [[m, f"{cells(m, 'low')} → {cells(m, 'high')}", *(cells(m, f"most_{s}") for s in SLICINGS),
-              cells(m, "acc_semantic"), cells(m, "acc_global"), cells(m, "acc_category"),
-              cells(m, "lead_global"), cells(m, "lead_category")] for m in args.metrics]) + "\n")
+              *(cells(m, f"acc_{s}") for s in SLICINGS), *(cells(m, f"lead_{s}") for s in SLICINGS[1:])]
+             for m in args.metrics]) + "\n")
         sections.append("`—` or fewer seeds: the other line does not reach that compression (or no point stays "
                         "within the drop). The two right columns compare accuracies at each semantic Θ's "
                         "compression, the other line interpolated there.\n")
@@ -197,8 +200,8 @@ def main() -> None:
 
 def claims(name: str, metrics: list[str], figures: dict[str, list[dict]], runs: list[dict]) -> list[list[object]]:
     """The verdict rows of one architecture."""
-    def leads(metric: str) -> tuple[float | None, float | None]:
-        return mean([f["lead_global"] for f in figures[metric]]), mean([f["lead_category"] for f in figures[metric]])
+    def leads(metric: str) -> list[float | None]:
+        return [mean([f[f"lead_{other}"] for f in figures[metric]]) for other in BASELINES]
 
     ahead = [m for m in metrics if all(v is not None and v >= 0 for v in leads(m))]
     most = {s: {m: mean([f[f"most_{s}"] or 0.0 for f in figures[m]]) for m in metrics} for s in SLICINGS}
@@ -216,6 +219,16 @@ def claims(name: str, metrics: list[str], figures: dict[str, list[dict]], runs: 
          f"semantic first (or tied) for {len(first)} of {len(metrics)} metrics ({', '.join(first) or 'none'}); "
          f"category first for {len(by_category)} ({', '.join(by_category) or 'none'})", len(first) > len(metrics) / 2],
     ]
+    for other in (s for s in SLICINGS if s not in ("semantic", *BASELINES)):
+        behind = [m for m in metrics if (mean([f[f"lead_{other}"] for f in figures[m]]) or 0.0) < 0]
+        more = [m for m in metrics if most[other][m] > most["semantic"][m]]
+        rows += [[f"beyond the paper: {other} keeps more accuracy than semantic at equal compression", name, "—",
+                  "; ".join(f"{m} {mean_std([f[f'lead_{other}'] for f in figures[m]], 'points')}" for m in metrics)
+                  + f" (semantic − {other}); {other} ahead for {len(behind)} of {len(metrics)}",
+                  len(behind) > len(metrics) / 2],
+                 [f"beyond the paper: {other} removes more than semantic within 1 point", name, "—",
+                  f"{other} ahead for {len(more)} of {len(metrics)} metrics ({', '.join(more) or 'none'})",
+                  len(more) > len(metrics) / 2]]
     drops = {m: mean([f["drop_70"] for f in figures[m]]) for m in metrics}
     reached = {m: d for m, d in drops.items() if d is not None}
     if name == "MLP":

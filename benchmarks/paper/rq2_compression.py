@@ -2,14 +2,15 @@
 
 For each architecture, seed and method (LAMP, Global, Uniform+, ERK): ``osl.compress`` (``onnxslice compress``)
 on the original model (the baseline), on the model restructured with a semantic slice (NeuSemSlice+method),
-and on the model DeepArc leaves (threshold 0.99, its removable redundant layers bypassed) restructured with a
-semantic slice of it (NeuSemSlice+DeepArc+method). The slice: metric Taylor, profiled on digits:train; Θ is the
-one among 0.90..0.99 whose masked model removes the most parameters while staying within half the accuracy
-budget on digits:val (``common.choose_slice``; the paper takes "the optimal configuration identified in RQ1").
-Sparsity rises geometrically by ``--step`` until accuracy on digits:val would drop more than ``--max-drop`` below
-the original's; with ``--finetune-epochs N`` each pruned model is fine-tuned on digits:train (zeros kept, best
-epoch on digits:val). CR / NI / MA are reported on digits:test, on which nothing is chosen, as mean ± std over
-the seeds. Writes ``rq2.md`` (or ``rq2_finetuned.md`` with fine-tuning) beside this script.
+and on the model DeepArc leaves (threshold 0.99; its removable redundant layers bypassed, or replaced by a sewing
+layer where shapes differ) restructured with a semantic slice of it (NeuSemSlice+DeepArc+method). The slice:
+metric Taylor, profiled on digits:train; Θ is the one among 0.90..0.99 whose masked model removes the most
+parameters while staying within half the accuracy budget on digits:val (``common.choose_slice``; the paper
+takes "the optimal configuration identified in RQ1"). Sparsity rises geometrically by ``--step`` until
+accuracy on digits:val would drop more than ``--max-drop`` below the original's; with ``--finetune-epochs N``
+each pruned model is fine-tuned on digits:train (zeros kept, best epoch on digits:val). CR / NI / MA are
+reported on digits:test, on which nothing is chosen, as mean ± std over the seeds. Writes ``rq2.md`` (or
+``rq2_finetuned.md`` with fine-tuning) beside this script.
 
     python benchmarks/paper/rq2_compression.py [--architectures MLP CNN resnet18] [--seeds 0 1 2 3 4]
         [--step 0.1] [--max-drop 0.01] [--finetune-epochs 0]
@@ -125,7 +126,7 @@ def main() -> None:
             f"{name}: original accuracy {mean_std([r['original'] for r in seeded])} on digits:{TEST}; slice Θ "
             f"{mean_std([r['slices']['NeuSemSlice+']['theta'] for r in seeded], 'number')} ({METRIC}), removing "
             f"{mean_std([r['slices']['NeuSemSlice+']['removed'] for r in seeded])} of the parameters when masked; "
-            f"DeepArc (threshold {DEEPARC_THRESHOLD}) bypasses "
+            f"DeepArc (threshold {DEEPARC_THRESHOLD}) removes "
             f"{mean_std([float(r['deeparc_layers']) for r in seeded], 'number')} layers, "
             f"{mean_std([r['deeparc_removed'] for r in seeded])} of the parameters, accuracy "
             f"{mean_std([r['deeparc_accuracy'] for r in seeded])} (not fine-tuned)"
