@@ -42,10 +42,15 @@ def build(name: str) -> nn.Module:
     return module
 
 
+def upscale(x: np.ndarray) -> np.ndarray:
+    """Digits images (N, 1, 8, 8) upscaled 4x (nearest) to (N, 1, 32, 32)."""
+    return np.kron(x, np.ones((1, 1, 4, 4), np.float32))
+
+
 def digits32(split: str) -> DataSource:
     """The digits of ``split`` ("train", "val", "test", "all") upscaled 4x (nearest), named ``digits32:<split>``."""
     x, y = load_digits(split).arrays()
-    return DataSource.from_arrays(f"digits32:{split}", np.kron(x, np.ones((1, 1, 4, 4), np.float32)), y)
+    return DataSource.from_arrays(f"digits32:{split}", upscale(x), y)
 
 
 def train(module: nn.Module, data: DataSource, epochs: int, lr: float = 1e-3, batch_size: int = 64,
