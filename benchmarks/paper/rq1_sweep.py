@@ -11,9 +11,8 @@ seed 0 (the metrics of ``--plot-metrics``).
 
     python benchmarks/paper/rq1_sweep.py [--architectures MLP CNN resnet18] [--seeds 0 1 2 3 4]
 
-Run time with the defaults (5 seeds x 3 architectures) on the 2-core development machine, shared with other
-work: about 20 min, plus 3 min to train the 15 models when they are not cached (one seed, measured 2026-12-04:
-MLP 20 s, CNN 13 s, resnet18 208 s).
+Run time with the defaults (5 seeds x 3 architectures) on the 2-core development machine: 15.8 min, training
+the 15 models included (measured 2026-12-04, beside a test run).
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ reported on digits:test, on which nothing is chosen, as mean ± std over the see
     python benchmarks/paper/rq2_compression.py [--architectures MLP CNN resnet18] [--seeds 0 1 2 3 4]
         [--step 0.1] [--max-drop 0.01] [--finetune-epochs 0]
 
-Run time with the defaults (5 seeds x 3 architectures) on the 2-core development machine, shared with other
-work: about 17 min (one seed, measured 2026-12-04: MLP 8 s, CNN 10 s, resnet18 188 s); with
-``--finetune-epochs 1`` about 1 hour (MLP 22 s, CNN 20 s, resnet18 708 s).
+Run time with the defaults (5 seeds x 3 architectures) on the 2-core development machine: 11.3 min (measured
+2026-12-04, beside another paper script); with ``--finetune-epochs 1`` about 1 hour, estimated from one seed
+(MLP 22 s, CNN 20 s, resnet18 708 s).
 """
 
 from __future__ import annotations
