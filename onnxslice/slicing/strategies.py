@@ -159,16 +159,23 @@ class SemanticStrategy(Strategy):
     parameter: ClassVar[str] = "theta"
 
     def rank(self, profile: Profile, metric: str, groups: SelectionGroups) -> Ranking:
-        rows = []
-        for category in profile.categories:
-            thresholds = {}
-            for layer in profile.layers:
-                if layer not in profile.similarity:
-                    raise InputError(f"the profile has no CKA statistics for layer {layer!r}")
-                h = profile.similarity_matrix(layer, category, self.centered, self.representation)
-                thresholds[layer] = self.thresholds(h, profile.contribution(metric, layer, category))
-            rows.append(_class_minimum(groups, thresholds))
-        keys = np.vstack([*rows, np.min(rows, axis=0)]) if rows else np.full((1, groups.count), np.inf)
+        rows = [_class_minimum(groups, {layer: self.thresholds(self.similarity(profile, layer, category),
+                                                               profile.contribution(metric, layer, category))
+                                        for layer in profile.layers})
+                for category in profile.categories]
+        return self.ranking(profile, metric, groups, rows, np.min(rows, axis=0) if rows else None)
+
+    def similarity(self, profile: Profile, layer: str, category: int) -> np.ndarray:
+        """``layer``'s CKA statistics for ``category`` in this strategy's form (centring, representation)."""
+        if layer not in profile.similarity:
+            raise InputError(f"the profile has no CKA statistics for layer {layer!r}")
+        return profile.similarity_matrix(layer, category, self.centered, self.representation)
+
+    @staticmethod
+    def ranking(profile: Profile, metric: str, groups: SelectionGroups, rows: list[np.ndarray],
+                merged: np.ndarray | None) -> Ranking:
+        """The Θ keys per category (``rows``) and merged over them, as a :class:`Ranking`."""
+        keys = np.vstack([*rows, merged]) if rows else np.full((1, groups.count), np.inf)
         return Ranking(keys, class_scores(profile, metric, groups, None), True, list(profile.categories),
                        _layer_best(profile, metric))
 
@@ -220,10 +227,8 @@ class SharedStrategy(SemanticStrategy):
         per_category: list[dict[str, np.ndarray]] = [{} for _ in profile.categories]
         merged = {}
         for layer in profile.layers:
-            if layer not in profile.similarity:
-                raise InputError(f"the profile has no CKA statistics for layer {layer!r}")
             size = profile.layer_sizes[layer]
-            h = [profile.similarity_matrix(layer, c, self.centered, self.representation) for c in profile.categories]
+            h = [self.similarity(profile, layer, c) for c in profile.categories]
             order = ranking(profile.contribution(metric, layer))
             order = order[np.any([live_neurons(one) for one in h], axis=0)[order]] if h else order[:0]
             curves = [prefix_cka(one, order) for one in h]
@@ -231,9 +236,7 @@ class SharedStrategy(SemanticStrategy):
                 row[layer] = self.prefix_keys(curve, order, size)
             merged[layer] = self.prefix_keys(np.min(curves, axis=0), order, size) if curves else np.full(size, np.inf)
         rows = [_class_minimum(groups, row) for row in per_category]
-        keys = np.vstack([*rows, _class_minimum(groups, merged)]) if rows else np.full((1, groups.count), np.inf)
-        return Ranking(keys, class_scores(profile, metric, groups, None), True, list(profile.categories),
-                       _layer_best(profile, metric))
+        return self.ranking(profile, metric, groups, rows, _class_minimum(groups, merged))
 
 
 def _class_minimum(groups: SelectionGroups, per_layer: dict[str, np.ndarray]) -> np.ndarray:
