@@ -27,7 +27,6 @@ from onnxslice.compression.deeparc import deeparc
 from onnxslice.data import DataSource
 from onnxslice.errors import InputError, one_line
 from onnxslice.measure.evaluate import accuracy
-from onnxslice.measure.stats import count_params
 from onnxslice.profiling.artifact import Profile
 from onnxslice.progress import progress_bar
 from onnxslice.slicing.budget import DEFAULT_ROUND_TO, slice_to_budget
@@ -157,7 +156,7 @@ def _sweep(model: onnx.ModelProto, profile: Profile | None, data: DataSource, st
     if DEEPARC in strategies:
         result = deeparc(model, deeparc_data or data, deeparc_threshold, device, sew=deeparc_sew)
         points.append({"strategy": DEEPARC, "metric": None, "threshold": deeparc_threshold,
-                       "compression": 1.0 - count_params(result.model) / count_params(model),
+                       "compression": 1.0 - result.params_after / result.params_before,
                        "accuracy": accuracy(result.model, data, device, batch_size)["accuracy"],
                        **result.to_json()})
         bar.update(1)
