@@ -26,7 +26,7 @@ from zoo import MODELS, build
 from onnxslice.data import digits_split, load_digits
 
 SEED = 0
-EPOCHS = {"mlp": 30, "cnn": 30, "resnet18": 8}
+EPOCHS = {"mlp": 30, "cnn": 30, "vgg": 30, "resnet18": 8}
 BUNDLED = ("mlp", "cnn")
 BATCH_SIZE = 64
 LEARNING_RATE = 1e-3

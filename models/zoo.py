@@ -59,11 +59,36 @@ class DigitsCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-MODELS: dict[str, type[nn.Module]] = {"mlp": DigitsMLP, "cnn": DigitsCNN}
+class DigitsVGG(nn.Module):
+    """A VGG-style CNN for input (N, 1, 8, 8), the paper's VGG16 / AlexNet pattern at the digits' scale: two
+    blocks of two 3x3 conv+ReLU layers (32, then 64 channels) each followed by 2x2 max pooling, then a classifier
+    of two 256-unit hidden layers (Flatten -> Linear(256, 256) -> ReLU -> Linear(256, 256) -> ReLU -> Linear(256,
+    10)). No batch normalisation, like VGG16 and AlexNet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+        def block(in_channels: int, out_channels: int) -> list[nn.Module]:
+            return [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(),
+                    nn.Conv2d(out_channels, out_channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+
+        self.features = nn.Sequential(*block(1, 32), *block(32, 64))
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(64 * 2 * 2, 256), nn.ReLU(),
+            nn.Linear(256, 256), nn.ReLU(),
+            nn.Linear(256, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+MODELS: dict[str, type[nn.Module]] = {"mlp": DigitsMLP, "cnn": DigitsCNN, "vgg": DigitsVGG}
 
 
 def build(name: str) -> nn.Module:
-    """A freshly initialised model by name: "mlp" or "cnn"."""
+    """A freshly initialised model by name: "mlp", "cnn" or "vgg"."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r} (choose from {', '.join(MODELS)})")
     return MODELS[name]()

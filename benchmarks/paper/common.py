@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 #: trained models, keyed by architecture, seed, task and a hash of the training code (ignored by git)
 CACHE = HERE / "cache"
-#: table name -> architecture (models/train.py): the paper's MLP, the bundled CNN's, torchvision's resnet18
-ARCHITECTURES = {"MLP": "mlp", "CNN": "cnn", "resnet18": "resnet18"}
+#: table name -> architecture (models/zoo.py, models/digits32.py): the paper's MLP, a VGG-style CNN (two conv
+#: blocks and two 256-unit hidden layers, the pattern of the paper's VGG16 / AlexNet), torchvision's resnet18
+ARCHITECTURES = {"MLP": "mlp", "VGG": "vgg", "resnet18": "resnet18"}
 SEEDS = (0, 1, 2, 3, 4)
 TRAIN, VAL, TEST = "train", "val", "test"
 METRIC = "taylor"

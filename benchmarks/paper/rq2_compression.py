@@ -3,7 +3,8 @@
 For each architecture, seed and method (LAMP, Global, Uniform+, ERK): ``osl.compress`` (``onnxslice compress``)
 on the original model (the baseline), on the model restructured with a semantic slice (NeuSemSlice+method),
 and on the model DeepArc leaves (threshold 0.99; its removable redundant layers bypassed, or replaced by a sewing
-layer where shapes differ) restructured with a semantic slice of it (NeuSemSlice+DeepArc+method). The slice:
+layer where shapes differ; with fine-tuning, fine-tuned like every pruned model) restructured with a semantic
+slice of it (NeuSemSlice+DeepArc+method). The slice:
 metric Taylor, profiled on digits:train; Θ is the one among 0.90..0.99 whose masked model removes the most
 parameters while staying within half the accuracy budget on digits:val (``common.choose_slice``; the paper
 takes "the optimal configuration identified in RQ1"). Sparsity rises geometrically by ``--step`` until
@@ -12,7 +13,7 @@ each pruned model is fine-tuned on digits:train (zeros kept, best epoch on digit
 reported on digits:test, on which nothing is chosen, as mean ± std over the seeds. Writes ``rq2.md`` (or
 ``rq2_finetuned.md`` with fine-tuning) beside this script.
 
-    python benchmarks/paper/rq2_compression.py [--architectures MLP CNN resnet18] [--seeds 0 1 2 3 4]
+    python benchmarks/paper/rq2_compression.py [--architectures MLP VGG resnet18] [--seeds 0 1 2 3 4]
         [--step 0.1] [--max-drop 0.01] [--finetune-epochs 0]
 
 Run time with the defaults (5 seeds x 3 architectures) on the 2-core development machine: 11.3 min (measured
@@ -50,6 +51,7 @@ import onnxslice as osl
 from onnxslice.compression.deeparc import deeparc
 from onnxslice.compression.loop import nonzero_params, prunable_weights
 from onnxslice.compression.methods import METHODS
+from onnxslice.maintain.finetune import REPAIR_LR
 from onnxslice.measure.stats import count_params
 
 LABELS = {"lamp": "LAMP", "global": "Glob", "uniform": "Unif", "erk": "ERK"}
@@ -74,9 +76,13 @@ def measure(arch: str, seed: int, args: argparse.Namespace) -> dict:
     weights = sum(w.values.size for w in prunable_weights(model.proto))
     arc = deeparc(model.proto, train.cap_per_class(DEEPARC_SAMPLES), DEEPARC_THRESHOLD, "cpu")
     bases = {"": (model, path)}
+    arc_model, arc_accuracy = osl.Model(arc.model), None
+    if arc.removed and args.finetune_epochs:  # DeepArc's model is a pruned model too: fine-tuned like every step
+        arc_accuracy = osl.evaluate(arc_model, test, "cpu")["accuracy"]
+        arc_model = osl.finetune(arc_model, train, val, epochs=args.finetune_epochs, lr=REPAIR_LR).model
     if arc.removed:
-        arc_path = CACHE / f"{path.stem}_deeparc{DEEPARC_THRESHOLD}.onnx"
-        osl.Model(arc.model).save(arc_path)
+        arc_path = CACHE / f"{path.stem}_deeparc{DEEPARC_THRESHOLD}_ft{args.finetune_epochs}.onnx"
+        arc_model.save(arc_path)
         bases["NeuSemSlice+DeepArc+"] = (osl.load(arc_path), arc_path)
     slices = {}
     for variant, (base, base_path) in bases.items():
@@ -87,7 +93,8 @@ def measure(arch: str, seed: int, args: argparse.Namespace) -> dict:
     slices.setdefault("NeuSemSlice+DeepArc+", slices[""])
     results = {"original": osl.evaluate(model, test, "cpu")["accuracy"], "slices": slices,
                "deeparc_removed": 1.0 - count_params(arc.model) / params, "deeparc_layers": len(arc.removed),
-               "deeparc_accuracy": osl.evaluate(osl.Model(arc.model), test, "cpu")["accuracy"]}
+               "deeparc_accuracy": osl.evaluate(arc_model, test, "cpu")["accuracy"],
+               "deeparc_accuracy_before": arc_accuracy}
     for method in METHODS:
         for variant in VARIANTS:
             if variant == "NeuSemSlice+DeepArc+" and not arc.removed:
@@ -133,7 +140,10 @@ def main() -> None:
             f"DeepArc (threshold {DEEPARC_THRESHOLD}) removes "
             f"{mean_std([float(r['deeparc_layers']) for r in seeded], 'number')} layers, "
             f"{mean_std([r['deeparc_removed'] for r in seeded])} of the parameters, accuracy "
-            f"{mean_std([r['deeparc_accuracy'] for r in seeded])} (not fine-tuned)"
+            + (f"{mean_std([r['deeparc_accuracy_before'] for r in seeded])}, "
+               f"{mean_std([r['deeparc_accuracy'] for r in seeded])} after {args.finetune_epochs} fine-tuning "
+               f"epoch(s)" if args.finetune_epochs and any(r["deeparc_layers"] for r in seeded) else
+               f"{mean_std([r['deeparc_accuracy'] for r in seeded])} (not fine-tuned)")
             + ("" if any(r["deeparc_layers"] for r in seeded) else
                " (none on any seed: the NeuSemSlice+DeepArc rows are the NeuSemSlice runs)") + ".")
     text = [f"# RQ2: model restructuring with compression (paper Table 4)\n\n{provenance()}\n",

@@ -15,7 +15,7 @@ only, on ``--resnet18-per-class`` samples per class for ``--resnet18-epochs`` ep
 40 steps and its calibration on resnet18 do not fit the time budget). Tables: mean ± std over the seeds. Writes
 ``rq3.md`` beside this script.
 
-    python benchmarks/paper/rq3_readapt.py [--architectures MLP CNN resnet18] [--seeds 0 1 2 3 4]
+    python benchmarks/paper/rq3_readapt.py [--architectures MLP VGG resnet18] [--seeds 0 1 2 3 4]
         [--epochs 30] [--lr 5e-3]
 
 Run time with the defaults (5 seeds x 3 architectures) on the 2-core development machine: 14.6 min (measured
