@@ -18,7 +18,7 @@ only, on ``--resnet18-per-class`` samples per class for ``--resnet18-epochs`` ep
     python benchmarks/paper/rq3_readapt.py [--architectures MLP VGG resnet18] [--seeds 0 1 2 3 4]
         [--epochs 30] [--lr 5e-3]
 
-Run time with the defaults (5 seeds x 3 architectures) on the 2-core development machine: 14.6 min (measured
+Run time with the defaults (5 seeds x 3 architectures) on the 2-core development machine: 24.2 min (measured
 2026-12-04, beside another paper script).
 """
 

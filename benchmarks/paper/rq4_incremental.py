@@ -17,8 +17,8 @@ A's classes only; ``task_a_new_model`` on the new model over every class. resnet
     python benchmarks/paper/rq4_incremental.py [--architectures MLP VGG resnet18] [--seeds 0 1 2 3 4]
         [--epochs 30] [--resnet18-epochs 5] [--lrs 1e-3 5e-3] [--resnet18-lrs 1e-4 1e-3]
 
-Run time with the defaults (5 seeds x 3 architectures) on the 2-core development machine: 8.5 min with the
-training of the task-A models (measured 2026-12-04, beside another paper script).
+Run time with the defaults (5 seeds x 3 architectures, two learning rates each) on the 2-core development machine:
+16.4 min with the training of the VGG-style task-A models (measured 2026-12-04, beside another paper script).
 """
 
 from __future__ import annotations
