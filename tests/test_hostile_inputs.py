@@ -254,9 +254,11 @@ write_atomically(Path({str(tmp_path / 'out.onnx')!r}), write)
 
 
 def test_ctrl_c_during_start_up_is_one_line_and_exit_130():
-    """Ctrl-C arrives while the commands are being imported (a meta-path hook sends SIGINT at that import)."""
+    """Ctrl-C arrives while the commands are being imported (a meta-path hook sends SIGINT at that import). SIGINT
+    is given Python's handler first, as in a terminal: a background job (CI run with ``&``) starts with it ignored."""
     script = """
 import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 class Interrupt:
     def find_spec(self, name, path, target=None):
         if name == "onnxslice_cli.main":

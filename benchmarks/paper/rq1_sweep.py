@@ -11,8 +11,9 @@ seed 0 (the metrics of ``--plot-metrics``).
 
     python benchmarks/paper/rq1_sweep.py [--architectures MLP VGG resnet18] [--seeds 0 1 2 3 4]
 
-Run time with the defaults (5 seeds x 3 architectures) on the 2-core development machine: 15.8 min, training
-the 15 models included (measured 2026-12-04, beside a test run).
+Run time with the defaults (5 seeds x 3 architectures) on the 2-core development machine: 19.5 min, training
+the 5 VGG-style models included, the others cached (measured 2026-12-04, beside another paper script and a test
+run).
 """
 
 from __future__ import annotations
