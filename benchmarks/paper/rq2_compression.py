@@ -16,9 +16,9 @@ reported on digits:test, on which nothing is chosen, as mean ± std over the see
     python benchmarks/paper/rq2_compression.py [--architectures MLP VGG resnet18] [--seeds 0 1 2 3 4]
         [--step 0.1] [--max-drop 0.01] [--finetune-epochs 0]
 
-Run time with the defaults (5 seeds x 3 architectures) on the 2-core development machine: 11.3 min (measured
-2026-12-04, beside another paper script); with ``--finetune-epochs 1`` about 1 hour, estimated from one seed
-(MLP 22 s, CNN 20 s, resnet18 708 s).
+Run time with the defaults (5 seeds x 3 architectures) on the 2-core development machine: 13.3 min; with
+``--finetune-epochs 1`` 96 min, resnet18 most of it (measured 2026-12-04, beside other paper scripts and a test
+run).
 """
 
 from __future__ import annotations
